@@ -1,0 +1,140 @@
+"""Typed validation of a resolved config against nested dataclasses.
+
+Every config section is a ``@dataclass`` living next to the code that uses it; its field
+defaults are the only defaults (YAML files set only what differs). :func:`validate` walks the
+resolved config and the dataclass together and builds the typed object, failing with a
+:class:`ConfigError` that names the key path when:
+
+* a key is unknown (with a "did you mean" suggestion),
+* a value has the wrong type (naming key, value and expected type),
+* a ``Literal`` value is not one of the allowed ones,
+* a number breaks a bound declared as ``field(metadata={"ge": 0})`` (``ge``/``gt``/``le``/``lt``),
+* a section's ``__post_init__`` raises ``ValueError`` (its message is kept).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from typing import Any, Literal, TypeVar, Union
+
+from omegaconf import DictConfig, OmegaConf
+
+from nemo_distill.config.errors import ConfigError, did_you_mean
+
+T = TypeVar("T")
+_BOUNDS = {"ge": (lambda v, b: v >= b, ">="), "gt": (lambda v, b: v > b, ">"),
+           "le": (lambda v, b: v <= b, "<="), "lt": (lambda v, b: v < b, "<")}
+
+
+def _type_name(tp: Any) -> str:
+    if isinstance(tp, type):
+        return tp.__name__
+    return str(tp).replace("typing.", "")
+
+
+def _join(path: str, key: str | int) -> str:
+    return f"{path}[{key}]" if isinstance(key, int) else (f"{path}.{key}" if path else key)
+
+
+def _convert(value: Any, tp: Any, path: str) -> Any:
+    """Check ``value`` against annotation ``tp``; return it converted (dataclasses built)."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _convert(value, option, path)
+            except ConfigError as err:
+                errors.append(err)
+        # a single non-None option: its own error is the most helpful one
+        if len(errors) == 1:
+            raise errors[0]
+        raise ConfigError(path, f"value {value!r} ({type(value).__name__}) is not any of {_type_name(tp)}")
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            raise ConfigError(path, f"value {value!r} is not allowed; choose one of {list(allowed)}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(path, f"expected a mapping for section {tp.__name__}, got {value!r}")
+        return build_dataclass(tp, value, path)
+    if origin in (list, tuple) or tp in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(path, f"value {value!r} ({type(value).__name__}) is not a list")
+        args = typing.get_args(tp)
+        item_tp = args[0] if args else Any
+        return [_convert(item, item_tp, _join(path, i)) for i, item in enumerate(value)]
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(path, f"value {value!r} ({type(value).__name__}) is not a mapping")
+        args = typing.get_args(tp)
+        value_tp = args[1] if len(args) == 2 else Any
+        return {k: _convert(v, value_tp, _join(path, str(k))) for k, v in value.items()}
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(path, f"value {value!r} ({type(value).__name__}) is not a float")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(path, f"value {value!r} ({type(value).__name__}) is not an int")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(path, f"value {value!r} ({type(value).__name__}) is not a bool (use true/false)")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(path, f"value {value!r} ({type(value).__name__}) is not a string")
+        return value
+    raise ConfigError(path, f"unsupported schema type {_type_name(tp)}")
+
+
+def build_dataclass(cls: type[T], values: dict, path: str = "") -> T:
+    """Build ``cls`` from a plain mapping, recursively, with key-path errors."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    for key in values:
+        if key not in fields:
+            raise ConfigError(_join(path, str(key)), f"unknown key{did_you_mean(str(key), list(fields))}; "
+                              f"section '{path or '<root>'}' accepts {sorted(fields)}")
+    kwargs = {}
+    for name, field in fields.items():
+        if name not in values:
+            continue
+        key_path = _join(path, name)
+        converted = _convert(values[name], hints[name], key_path)
+        for bound, (check, symbol) in _BOUNDS.items():
+            if bound in field.metadata and converted is not None and not check(converted, field.metadata[bound]):
+                raise ConfigError(key_path, f"value {converted!r} must be {symbol} {field.metadata[bound]}")
+        kwargs[name] = converted
+    try:
+        return cls(**kwargs)
+    except ValueError as err:
+        raise ConfigError(path or "<root>", str(err)) from err
+
+
+def validate(cfg: DictConfig | dict, schema: type[T]) -> T:
+    """Resolve interpolations and build the typed ``schema`` object (see module docstring)."""
+    if isinstance(cfg, DictConfig):
+        try:
+            container = OmegaConf.to_container(cfg, resolve=True)
+        except Exception as err:  # omegaconf's InterpolationResolutionError etc. name the key
+            raise ConfigError(str(getattr(err, "full_key", "") or ""), f"cannot resolve interpolation: {err}") from err
+    else:
+        container = cfg
+    return build_dataclass(schema, container)
+
+
+def to_dictconfig(config_object: Any) -> DictConfig:
+    """The fully-defaulted config as a DictConfig (for printing and saving ``config.yaml``)."""
+    return OmegaConf.create(dataclasses.asdict(config_object))

@@ -1,0 +1,144 @@
+"""The one message type that crosses from the driver to policy / teacher workers.
+
+Conventions (every module relies on them):
+
+* ``input_ids[b, t]`` is token ``t`` of sample ``b``; rows are **right-padded** to a common
+  length ``T`` and ``attention_mask`` is 1 on real tokens.
+* ``loss_mask[b, t] == 1`` marks token ``input_ids[b, t]`` as a *target* (an assistant /
+  response token that a loss is computed on). Position 0 is never a target.
+* Logits at row ``t`` predict token ``t + 1``. Anything "per prediction row" (teacher top-k
+  logits, ``[B, T, K]``) uses the logits' layout: row ``t`` describes the distribution over
+  token ``t + 1``; the last row is unused.
+* ``sample_mask[b]`` is 0 for samples that must not contribute to any loss (dropped, too long).
+* ``extras`` carries algorithm-specific tensors (teacher top-k, advantages, ...) whose first
+  dimension is the batch dimension; the trainer shards and slices them without knowing them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+import torch
+
+
+@dataclass
+class TokenBatch:
+    """A right-padded batch of token sequences plus per-sample / per-token side tensors.
+
+    Shapes: ``input_ids``, ``attention_mask``, ``loss_mask``: ``[B, T]``; ``sample_mask``: ``[B]``;
+    each ``extras[name]``: ``[B, ...]``.
+    """
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    loss_mask: torch.Tensor
+    sample_mask: torch.Tensor
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        batch_size, seq_len = self.input_ids.shape
+        for name in ("attention_mask", "loss_mask"):
+            if tuple(getattr(self, name).shape) != (batch_size, seq_len):
+                raise ValueError(
+                    f"TokenBatch.{name} has shape {tuple(getattr(self, name).shape)}, "
+                    f"expected {(batch_size, seq_len)} like input_ids"
+                )
+        if tuple(self.sample_mask.shape) != (batch_size,):
+            raise ValueError(f"TokenBatch.sample_mask has shape {tuple(self.sample_mask.shape)}, expected ({batch_size},)")
+        for name, value in self.extras.items():
+            if value.shape[0] != batch_size:
+                raise ValueError(f"TokenBatch.extras[{name!r}] has batch dim {value.shape[0]}, expected {batch_size}")
+
+    @property
+    def size(self) -> int:
+        return int(self.input_ids.shape[0])
+
+    @property
+    def seq_len(self) -> int:
+        return int(self.input_ids.shape[1])
+
+    def valid_target_tokens(self) -> torch.Tensor:
+        """``[B, T]`` float mask of tokens a loss counts: ``loss_mask * sample_mask``."""
+        return self.loss_mask.float() * self.sample_mask.float()[:, None]
+
+    def select(self, index: slice | torch.Tensor) -> "TokenBatch":
+        """Rows ``index`` of every tensor (a slice or a 1-D index tensor)."""
+        return TokenBatch(
+            input_ids=self.input_ids[index],
+            attention_mask=self.attention_mask[index],
+            loss_mask=self.loss_mask[index],
+            sample_mask=self.sample_mask[index],
+            extras={name: value[index] for name, value in self.extras.items()},
+        )
+
+    def shard(self, num_shards: int) -> list["TokenBatch"]:
+        """Split along the batch dim into ``num_shards`` contiguous equal shards.
+
+        Raises ``ValueError`` when the batch size is not divisible: data-parallel ranks must
+        see the same number of samples so their collectives stay in step.
+        """
+        if self.size % num_shards != 0:
+            raise ValueError(f"batch of {self.size} samples cannot be split evenly into {num_shards} data-parallel shards")
+        per_shard = self.size // num_shards
+        return [self.select(slice(i * per_shard, (i + 1) * per_shard)) for i in range(num_shards)]
+
+    def micro_batches(self, micro_batch_size: int) -> list["TokenBatch"]:
+        """Consecutive slices of at most ``micro_batch_size`` samples."""
+        return [self.select(slice(start, start + micro_batch_size)) for start in range(0, self.size, micro_batch_size)]
+
+    def to(self, device: torch.device | str) -> "TokenBatch":
+        return TokenBatch(
+            input_ids=self.input_ids.to(device),
+            attention_mask=self.attention_mask.to(device),
+            loss_mask=self.loss_mask.to(device),
+            sample_mask=self.sample_mask.to(device),
+            extras={name: value.to(device) for name, value in self.extras.items()},
+        )
+
+    def trim_padding(self) -> "TokenBatch":
+        """Drop trailing columns that are padding in every row (saves compute on short batches)."""
+        lengths = self.attention_mask.sum(dim=1)
+        max_len = max(int(lengths.max().item()) if self.size else 1, 1)
+        if max_len == self.seq_len:
+            return self
+        per_token = {name for name, value in self.extras.items() if value.dim() >= 2 and value.shape[1] == self.seq_len}
+        return TokenBatch(
+            input_ids=self.input_ids[:, :max_len],
+            attention_mask=self.attention_mask[:, :max_len],
+            loss_mask=self.loss_mask[:, :max_len],
+            sample_mask=self.sample_mask,
+            extras={name: (value[:, :max_len] if name in per_token else value) for name, value in self.extras.items()},
+        )
+
+    @staticmethod
+    def concat(batches: list["TokenBatch"], pad_token_id: int = 0) -> "TokenBatch":
+        """Concatenate along the batch dim, right-padding every per-token tensor to the longest."""
+        if not batches:
+            raise ValueError("TokenBatch.concat needs at least one batch")
+        seq_len = max(batch.seq_len for batch in batches)
+
+        def pad(tensor: torch.Tensor, value: float) -> torch.Tensor:
+            missing = seq_len - tensor.shape[1]
+            if missing == 0:
+                return tensor
+            pad_shape = (tensor.shape[0], missing, *tensor.shape[2:])
+            return torch.cat([tensor, tensor.new_full(pad_shape, value)], dim=1)
+
+        names = list(batches[0].extras)
+        extras = {}
+        for name in names:
+            parts = [batch.extras[name] for batch in batches]
+            per_token = all(p.dim() >= 2 and p.shape[1] == b.seq_len for p, b in zip(parts, batches))
+            extras[name] = torch.cat([pad(p, 0) for p in parts] if per_token else parts, dim=0)
+        return TokenBatch(
+            input_ids=torch.cat([pad(b.input_ids, pad_token_id) for b in batches]),
+            attention_mask=torch.cat([pad(b.attention_mask, 0) for b in batches]),
+            loss_mask=torch.cat([pad(b.loss_mask, 0) for b in batches]),
+            sample_mask=torch.cat([b.sample_mask for b in batches]),
+            extras=extras,
+        )
+
+
+def tensor_field_names() -> list[str]:
+    """Names of the fixed tensor fields of :class:`TokenBatch` (for serialisation helpers)."""
+    return [f.name for f in fields(TokenBatch) if f.name != "extras"]
