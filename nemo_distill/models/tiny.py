@@ -64,3 +64,25 @@ def build_tiny_model(
     if model.generation_config is not None:
         model.generation_config.save_pretrained(out_dir)
     return str(out_dir)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m nemo_distill.models.tiny --out DIR [--arch qwen3] [--hidden-size 64] [--seed 0]``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Write a tiny random causal LM (real SmolLM2 tokenizer) to a folder.")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--arch", default="qwen3", choices=TINY_ARCHITECTURES)
+    parser.add_argument("--hidden-size", type=int, default=64)
+    parser.add_argument("--num-layers", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    path = build_tiny_model(
+        args.out, arch=args.arch, hidden_size=args.hidden_size, num_layers=args.num_layers,
+        intermediate_size=2 * args.hidden_size, seed=args.seed,
+    )
+    print(path)
+
+
+if __name__ == "__main__":
+    main()

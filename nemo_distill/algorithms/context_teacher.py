@@ -1,0 +1,118 @@
+"""Glue between student rollouts and the context teacher (seed 003, sections 2.3 and 4).
+
+The teacher of context self-distillation reads ``template.format(problem, trace)`` and then the
+student's exact response tokens. This module builds that teacher batch from a
+:class:`~nemo_distill.algorithms.rollouts.RolloutBatch` and maps the teacher's top-k rows back
+onto the student's rows, using the pure helpers of ``context_distillation_utils``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from nemo_distill.algorithms.context_distillation_utils import (
+    ContextTeacherInput,
+    align_teacher_topk_to_student,
+    build_context_teacher_input,
+    summarize_context_inputs,
+)
+from nemo_distill.algorithms.distillation_config import ContextDistillationConfig
+from nemo_distill.algorithms.rollouts import RolloutBatch
+from nemo_distill.data.batch import TokenBatch
+from nemo_distill.data.collate import build_token_batch
+
+
+@dataclass
+class ContextTeacherBatch:
+    """The teacher's inputs for one step: ``batch`` row ``i`` is sample ``i``'s teacher sequence."""
+
+    batch: TokenBatch
+    inputs: list[ContextTeacherInput]
+    metrics: dict[str, float]
+
+
+def resolve_teacher_prefix_template(cfg: ContextDistillationConfig) -> str:
+    """The template text: from ``teacher_prefix_template_file`` when set, else the inline string."""
+    if cfg.teacher_prefix_template_file is None:
+        return cfg.teacher_prefix_template
+    path = Path(cfg.teacher_prefix_template_file)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"distillation.context_distillation.teacher_prefix_template_file: {path} does not exist"
+        )
+    return path.read_text()
+
+
+def build_context_teacher_batch(
+    rollouts: RolloutBatch,
+    *,
+    cfg: ContextDistillationConfig,
+    template: str,
+    tokenizer,
+    max_teacher_sequence_length: int,
+) -> ContextTeacherBatch:
+    """One :class:`ContextTeacherInput` per sample, padded into a teacher :class:`TokenBatch`.
+
+    Dropped samples (and samples whose student prompt was too long) get an empty
+    teacher sequence of one BOS/pad token and sample mask 0.
+    """
+
+    def tokenize(text: str) -> list[int]:
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    fallback_token = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.pad_token_id
+    inputs, prefixes, responses, sample_mask = [], [], [], []
+    for prompt, sample, student_valid in zip(rollouts.prompts, rollouts.samples, rollouts.token_batch.sample_mask.tolist()):
+        teacher_input = build_context_teacher_input(
+            problem=prompt.record.problem,
+            response_text=sample.text,
+            response_token_ids=list(sample.response_token_ids),
+            tokenize=tokenize,
+            template=template,
+            max_teacher_sequence_length=max_teacher_sequence_length,
+            bos_token_id=tokenizer.bos_token_id,
+            missing_trace_policy=cfg.trace_extractor.missing_trace_policy,
+        )
+        inputs.append(teacher_input)
+        keep = (not teacher_input.dropped) and student_valid > 0
+        if keep:
+            prefixes.append(teacher_input.teacher_input_ids[: teacher_input.prefix_length])
+            responses.append(teacher_input.teacher_input_ids[teacher_input.prefix_length :])
+        else:
+            prefixes.append([fallback_token])
+            responses.append([])
+        sample_mask.append(1.0 if keep else 0.0)
+    batch, _ = build_token_batch(prefixes, responses, pad_token_id=tokenizer.pad_token_id, sample_mask=sample_mask)
+    return ContextTeacherBatch(batch=batch, inputs=inputs, metrics=summarize_context_inputs(inputs))
+
+
+def align_context_topk(
+    teacher: ContextTeacherBatch,
+    rollouts: RolloutBatch,
+    teacher_topk_values: torch.Tensor,
+    teacher_topk_indices: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Move each teacher row that predicts response token ``j`` onto the student row predicting it.
+
+    Inputs ``[B, T_teacher, K]``; returns values and indices ``[B, T_student, K]`` and a row mask
+    ``[B, T_student]`` (1 where a teacher row landed and the sample is valid).
+    """
+    student_seq_len = rollouts.token_batch.seq_len
+    values, indices, row_masks = [], [], []
+    for i, teacher_input in enumerate(teacher.inputs):
+        valid = teacher.batch.sample_mask[i].item() > 0
+        aligned_values, aligned_indices, row_mask = align_teacher_topk_to_student(
+            teacher_topk_values[i],
+            teacher_topk_indices[i],
+            prefix_length=teacher_input.prefix_length if valid else 1,
+            prompt_length=rollouts.prompt_lengths[i],
+            response_length=teacher_input.response_length if valid else 0,
+            student_seq_len=student_seq_len,
+        )
+        values.append(aligned_values)
+        indices.append(aligned_indices)
+        row_masks.append(row_mask * float(valid))
+    return torch.stack(values), torch.stack(indices), torch.stack(row_masks)

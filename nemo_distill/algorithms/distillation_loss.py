@@ -1,0 +1,62 @@
+"""The trainer-facing loss of top-k distillation: :func:`topk_kl_loss` on a micro-batch.
+
+The trainer is algorithm-blind: it calls ``loss(logits, micro_batch, global_valid_tokens=N)``
+and back-propagates. This object knows where the teacher's top-k lives in the batch
+(``extras``) and how rows line up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from nemo_distill.algorithms.loss_functions import topk_kl_loss
+from nemo_distill.data.batch import TokenBatch
+
+TEACHER_TOPK_LOGITS = "teacher_topk_logits"  # [B, T, K] teacher logits / temperature, logits-row layout
+TEACHER_TOPK_INDICES = "teacher_topk_indices"  # [B, T, K] int64 global vocab ids, logits-row layout
+TEACHER_ROW_MASK = "teacher_row_mask"  # [B, T] 1 where a teacher row was aligned to this student row
+
+
+def prediction_row_mask(batch: TokenBatch) -> torch.Tensor:
+    """``[B, T]`` mask in the logits' layout: row ``t`` counts when token ``t + 1`` is a valid target.
+
+    The last row predicts past the end and never counts.
+    """
+    targets = batch.valid_target_tokens()
+    rows = torch.zeros_like(targets)
+    rows[:, :-1] = targets[:, 1:]
+    if TEACHER_ROW_MASK in batch.extras:
+        rows = rows * batch.extras[TEACHER_ROW_MASK].to(rows.dtype)
+    return rows
+
+
+@dataclass
+class TopkDistillationLoss:
+    """KL between the teacher's top-k distribution and the student's, per :func:`topk_kl_loss`.
+
+    Normalised by the step's global valid-token count (all data-parallel ranks and
+    micro-batches), so summing micro-batch gradients over ranks gives the per-token mean.
+    """
+
+    kl_type: str
+    mixed_kl_weight: float = 0.5
+    zero_outside_topk: bool = False
+
+    def __call__(self, logits: torch.Tensor, batch: TokenBatch, *, global_valid_tokens: float) -> tuple[torch.Tensor, dict[str, float]]:
+        rows = prediction_row_mask(batch)
+        teacher_logits = batch.extras[TEACHER_TOPK_LOGITS]
+        teacher_indices = batch.extras[TEACHER_TOPK_INDICES]
+        seq_len = logits.shape[1]
+        loss = topk_kl_loss(
+            logits,
+            teacher_logits[:, :seq_len].to(logits.device),
+            teacher_indices[:, :seq_len].to(logits.device),
+            rows[:, :seq_len].to(logits.device),
+            kl_type=self.kl_type,
+            mixed_kl_weight=self.mixed_kl_weight,
+            zero_outside_topk=self.zero_outside_topk,
+            normalizer=max(float(global_valid_tokens), 1.0),
+        )
+        return loss, {"kl_token_sum": float(loss.detach()) * max(float(global_valid_tokens), 1.0)}
