@@ -1,0 +1,9 @@
+"""Data: where problems come from and how they become tokens.
+
+* :mod:`.datasets`   -- ``DataConfig``, ``load_problems`` (JSONL, parquet, save_to_disk, built-in)
+* :mod:`.arithmetic` -- the built-in seeded arithmetic word-problem task
+* :mod:`.processors` -- prompt file + system prompt + chat template -> ``ProcessedPrompt``
+* :mod:`.dataloader` -- resumable seeded batches
+* :mod:`.collate`    -- right-padded ``TokenBatch`` for training, left padding for generation
+* :mod:`.batch`      -- ``TokenBatch``, the message sent to policy and teacher workers
+"""

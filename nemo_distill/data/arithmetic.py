@@ -1,0 +1,60 @@
+"""The built-in task: seeded arithmetic word problems with exact integer answers.
+
+Runs offline, needs no dataset. ``train`` and ``validation`` never share a problem: each
+candidate is assigned to a split by a hash of its text, and each split draws from its own
+random stream.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+
+from nemo_distill.data.datasets import ProblemRecord
+
+_NAMES = ["Ava", "Ben", "Chloe", "Dev", "Emma", "Farid", "Grace", "Hugo", "Ines", "Jonas", "Kira", "Liam"]
+_ITEMS = ["apples", "marbles", "books", "stickers", "pencils", "shells", "coins", "cards"]
+SPLITS = ("train", "validation")
+
+
+def _templates(rng: random.Random, max_operand: int) -> tuple[str, int]:
+    name, item = rng.choice(_NAMES), rng.choice(_ITEMS)
+    a, b, c = (rng.randint(2, max_operand) for _ in range(3))
+    kind = rng.randrange(5)
+    if kind == 0:
+        return f"{name} has {a} {item} and gets {b} more. How many {item} does {name} have now?", a + b
+    if kind == 1:
+        big, small = max(a, b) + c, min(a, b)
+        return f"{name} had {big} {item} and gave away {small}. How many {item} are left?", big - small
+    if kind == 2:
+        return f"{name} buys {a} bags with {b} {item} in each bag. How many {item} is that in total?", a * b
+    if kind == 3:
+        return (f"{name} has {a} {item}, then buys {b} boxes with {c} {item} each. "
+                f"How many {item} does {name} have?"), a + b * c
+    total = a * b
+    return f"{name} shares {total} {item} equally among {a} friends. How many {item} does each friend get?", b
+
+
+def _split_of(problem: str) -> str:
+    digest = hashlib.sha256(problem.encode()).digest()[0]
+    return "validation" if digest < 32 else "train"  # about 1 in 8 problems is validation
+
+
+def generate_arithmetic_problems(num_samples: int, *, split: str, seed: int = 0, max_operand: int = 20) -> list[ProblemRecord]:
+    """``num_samples`` distinct problems of ``split`` ("train" or "validation"), deterministic in ``seed``."""
+    if split not in SPLITS:
+        raise ValueError(f"arithmetic split '{split}' is not one of {SPLITS}")
+    rng = random.Random(f"{seed}-{split}")
+    records: list[ProblemRecord] = []
+    seen: set[str] = set()
+    attempts = 0
+    while len(records) < num_samples:
+        attempts += 1
+        if attempts > 200 * max(num_samples, 1):
+            raise ValueError(f"cannot draw {num_samples} distinct {split} problems with max_operand={max_operand}")
+        problem, answer = _templates(rng, max_operand)
+        if problem in seen or _split_of(problem) != split:
+            continue
+        seen.add(problem)
+        records.append(ProblemRecord(problem=problem, answer=str(answer), record_id=f"arithmetic-{split}-{len(records)}"))
+    return records

@@ -1,0 +1,119 @@
+"""Problem datasets: local JSONL / parquet, HF ``save_to_disk`` folders, or the built-in task.
+
+Config (``data:``): ``default`` names the source and prompt files; ``train`` / ``validation``
+override any of its keys (``null`` inherits), matching the runbook's ``data.default.prompt_file``,
+``data.train.prompt_file``, ``data.validation.prompt_file``, ``data.default.system_prompt_file``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BUILTIN_DATASETS = ("arithmetic",)
+DEFAULT_NUM_SAMPLES = {"train": 512, "validation": 64}
+
+
+@dataclass
+class ProblemRecord:
+    problem: str  # the raw problem text (what {} in a prompt file and {problem} in a teacher template receive)
+    answer: str | None  # gold answer; None for unlabelled data
+    record_id: str  # "<source>-<split>-<row>" for tracing samples back
+
+
+@dataclass
+class DataSourceConfig:
+    dataset: str = "arithmetic"  # built-in 'arithmetic', or a .jsonl / .parquet file or a save_to_disk folder
+    split: str | None = None  # split of a DatasetDict on disk (None: the split being loaded)
+    problem_key: str = "problem"  # column holding the problem text
+    answer_key: str = "answer"  # column holding the gold answer
+    prompt_file: str | None = None  # format string with one {} for the problem
+    system_prompt_file: str | None = None  # text file with a system prompt, or null
+    num_samples: int | None = None  # cap (built-in task: how many to generate; default 512 train / 64 validation)
+
+
+@dataclass
+class DataSourceOverrides:
+    """Per-split overrides of ``data.default``; every ``None`` inherits."""
+
+    dataset: str | None = None
+    split: str | None = None
+    problem_key: str | None = None
+    answer_key: str | None = None
+    prompt_file: str | None = None
+    system_prompt_file: str | None = None
+    num_samples: int | None = None
+
+
+@dataclass
+class DataConfig:
+    max_input_seq_length: int = 256  # prompts longer than this (tokens) get sample mask 0 and are counted
+    shuffle: bool = True
+    seed: int = 42
+    default: DataSourceConfig = field(default_factory=DataSourceConfig)
+    train: DataSourceOverrides = field(default_factory=DataSourceOverrides)
+    validation: DataSourceOverrides = field(default_factory=DataSourceOverrides)
+
+
+def resolve_source(default: DataSourceConfig, overrides: DataSourceOverrides) -> DataSourceConfig:
+    """``default`` with every non-None field of ``overrides`` applied."""
+    changes = {f.name: getattr(overrides, f.name) for f in fields(overrides) if getattr(overrides, f.name) is not None}
+    return replace(default, **changes)
+
+
+def resolve_repo_path(path: str) -> Path:
+    """``path`` as given if it exists, else relative to the repository root (``examples/prompts/...``)."""
+    candidate = Path(path).expanduser()
+    if candidate.exists() or candidate.is_absolute():
+        return candidate
+    return REPO_ROOT / candidate
+
+
+def _rows_from_file(path: Path, split: str | None) -> list[dict]:
+    if path.is_dir():
+        from datasets import DatasetDict, load_from_disk
+
+        data = load_from_disk(str(path))
+        if isinstance(data, DatasetDict):
+            if split not in data:
+                raise ValueError(f"dataset folder {path} has splits {list(data)}, not '{split}' (set data.<split>.split)")
+            data = data[split]
+        return [dict(row) for row in data]
+    if path.suffix == ".jsonl":
+        rows = []
+        for number, line in enumerate(path.read_text().splitlines(), start=1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as err:
+                    raise ValueError(f"{path}: row {number} is not valid JSON: {err}") from err
+        return rows
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path).to_pylist()
+    raise ValueError(f"dataset {path}: unsupported format (use .jsonl, .parquet, a save_to_disk folder, or 'arithmetic')")
+
+
+def load_problems(source: DataSourceConfig, *, split: str, seed: int) -> list[ProblemRecord]:
+    """The problems of one split. Errors name the file, the row and the missing key."""
+    if source.dataset in BUILTIN_DATASETS:
+        from nemo_distill.data.arithmetic import generate_arithmetic_problems
+
+        count = source.num_samples or DEFAULT_NUM_SAMPLES.get(split, 64)
+        return generate_arithmetic_problems(count, split=source.split or split, seed=seed)
+    path = resolve_repo_path(source.dataset)
+    if not path.exists():
+        raise FileNotFoundError(f"data.{split}.dataset / data.default.dataset: {source.dataset} does not exist")
+    records = []
+    for number, row in enumerate(_rows_from_file(path, source.split or split), start=1):
+        if source.problem_key not in row:
+            raise ValueError(f"{path}: row {number} has no key '{source.problem_key}' (data.default.problem_key); it has {sorted(row)}")
+        answer = row.get(source.answer_key)
+        records.append(ProblemRecord(problem=str(row[source.problem_key]), answer=None if answer is None else str(answer),
+                                     record_id=f"{path.stem}-{split}-{number}"))
+        if source.num_samples is not None and len(records) >= source.num_samples:
+            break
+    return records

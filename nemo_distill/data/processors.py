@@ -1,0 +1,78 @@
+"""Problem text -> chat-formatted prompt -> token ids.
+
+``prompt_file`` is a format string with one ``{}`` where the raw problem goes (seed 003, 5.1);
+the optional system prompt comes first; the tokenizer's chat template (or ``tokenizer.chat_template``
+with ``chat_template_kwargs`` such as ``enable_thinking``) renders the conversation with the
+assistant generation prompt appended.
+"""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nemo_distill.data.datasets import ProblemRecord, resolve_repo_path
+
+
+@dataclass
+class ProcessedPrompt:
+    record: ProblemRecord
+    user_message: str  # prompt_file.format(problem), or the raw problem
+    prompt_text: str  # the full chat-formatted prompt, ending with the assistant turn's opening
+    prompt_token_ids: list[int]
+    too_long: bool  # more than max_input_seq_length tokens: kept whole, trained with sample mask 0
+
+
+def load_prompt_file(path: str) -> str:
+    """A prompt template with exactly one ``{}``; the error names the file."""
+    resolved = resolve_repo_path(path)
+    if not resolved.is_file():
+        raise FileNotFoundError(f"prompt file {path} does not exist (data.*.prompt_file)")
+    template = resolved.read_text()
+    fields = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    if fields != [""]:
+        raise ValueError(f"prompt file {path} must contain exactly one '{{}}' placeholder for the problem; found fields {fields}")
+    return template
+
+
+def load_system_prompt(path: str | None) -> str | None:
+    if path is None:
+        return None
+    resolved = resolve_repo_path(path)
+    if not resolved.is_file():
+        raise FileNotFoundError(f"system prompt file {path} does not exist (data.*.system_prompt_file)")
+    return resolved.read_text().strip()
+
+
+class PromptProcessor:
+    """Turns :class:`ProblemRecord` s into :class:`ProcessedPrompt` s with one tokenizer and template."""
+
+    def __init__(self, tokenizer, *, prompt_template: str | None, system_prompt: str | None, chat_template: str | None = None,
+                 chat_template_kwargs: dict[str, Any] | None = None, max_input_seq_length: int):
+        self.tokenizer = tokenizer
+        self.prompt_template = prompt_template
+        self.system_prompt = system_prompt
+        self.chat_template = chat_template
+        self.chat_template_kwargs = dict(chat_template_kwargs or {})
+        self.max_input_seq_length = max_input_seq_length
+
+    def render(self, user_message: str) -> str:
+        """The chat-formatted prompt text. Without any chat template: ``system\\n\\nuser\\n``."""
+        messages = ([{"role": "system", "content": self.system_prompt}] if self.system_prompt else []) + [
+            {"role": "user", "content": user_message}
+        ]
+        template = self.chat_template or getattr(self.tokenizer, "chat_template", None)
+        if template is None:
+            return "".join(f"{m['content']}\n\n" for m in messages[:-1]) + f"{user_message}\n"
+        return self.tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True, chat_template=template, **self.chat_template_kwargs
+        )
+
+    def process(self, record: ProblemRecord) -> ProcessedPrompt:
+        user_message = self.prompt_template.format(record.problem) if self.prompt_template else record.problem
+        prompt_text = self.render(user_message)
+        # The chat template already wrote BOS-like markers; do not add special tokens twice.
+        token_ids = self.tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
+        return ProcessedPrompt(record, user_message, prompt_text, list(token_ids), len(token_ids) > self.max_input_seq_length)

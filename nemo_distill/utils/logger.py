@@ -1,0 +1,130 @@
+"""Run logging: a stdout line per step, ``metrics.jsonl``, TensorBoard, W&B, sample dumps.
+
+``metrics.jsonl`` is append-only, one ``{"step": N, ...}`` object per line, flushed per step, so a
+crash loses at most the step in flight. Runs go to ``log_dir/exp_NNN`` (next free number).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+_EXP_DIR = re.compile(r"^exp_(\d+)$")
+# Shown first on the stdout line, in this order, when present.
+HEADLINE_METRICS = ("train/loss", "train/reward_mean", "train/grad_norm", "validation/accuracy", "timing/train/total_step_time")
+
+
+@dataclass
+class WandbConfig:
+    project: str = "nemo-distill"
+    name: str | None = None  # run name; None lets W&B choose
+
+
+@dataclass
+class LoggerConfig:
+    log_dir: str = "logs"  # runs go to log_dir/exp_NNN (or log_dir itself with exp_numbering false)
+    exp_numbering: bool = True
+    stdout_enabled: bool = True
+    tensorboard_enabled: bool = True
+    wandb_enabled: bool = False  # offline mode when WANDB_API_KEY is unset; needs the `wandb` extra
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    plot_metrics: list[str] = field(default_factory=lambda: ["train/loss"])  # curves written to curves.png
+
+
+def resolve_experiment_dir(log_dir: str, exp_numbering: bool = True) -> Path:
+    """Create and return ``log_dir/exp_NNN`` (1 + the highest existing), or ``log_dir`` itself."""
+    root = Path(log_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    if not exp_numbering:
+        return root
+    taken = [int(m.group(1)) for p in root.iterdir() if (m := _EXP_DIR.match(p.name))]
+    number = max(taken, default=0) + 1
+    while True:
+        run_dir = root / f"exp_{number:03d}"
+        try:
+            run_dir.mkdir()
+            return run_dir
+        except FileExistsError:  # another run took it between listing and mkdir
+            number += 1
+
+
+def format_step_line(step: int, metrics: dict[str, float]) -> str:
+    """``step 3 | train/loss 0.4123 | ... | timing/train/total_step_time 4.2s`` (headline metrics first)."""
+
+    def show(name: str, value: float) -> str:
+        if name.startswith("timing/"):
+            return f"{name} {value:.2f}s"
+        if isinstance(value, float) and not math.isnan(value) and value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e5):
+            return f"{name} {value:.3e}"
+        return f"{name} {value:.4f}" if isinstance(value, float) else f"{name} {value}"
+
+    names = [n for n in HEADLINE_METRICS if n in metrics] + sorted(n for n in metrics if n not in HEADLINE_METRICS)
+    return " | ".join([f"step {step}"] + [show(n, metrics[n]) for n in names])
+
+
+class Logger:
+    """Fans metrics out to every enabled sink; see module docstring."""
+
+    def __init__(self, cfg: LoggerConfig, run_dir: Path):
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._metrics_file = open(self.run_dir / "metrics.jsonl", "a")
+        self._tensorboard = None
+        self._wandb_run = None
+        if cfg.wandb_enabled:
+            try:
+                import wandb
+            except ImportError as err:
+                raise ImportError(
+                    "logger.wandb_enabled is true but wandb is not installed; `pip install 'nemo-distill[wandb]'` "
+                    "or set logger.wandb_enabled=false"
+                ) from err
+            mode = "online" if os.environ.get("WANDB_API_KEY") else "offline"
+            self._wandb_run = wandb.init(project=cfg.wandb.project, name=cfg.wandb.name, dir=str(self.run_dir), mode=mode)
+
+    def _tb(self):
+        if self._tensorboard is None and self.cfg.tensorboard_enabled:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tensorboard = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))
+        return self._tensorboard
+
+    def log_metrics(self, metrics: dict[str, Any], step: int) -> None:
+        numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        self._metrics_file.write(json.dumps({"step": step, **numeric}) + "\n")
+        self._metrics_file.flush()
+        if self.cfg.stdout_enabled:
+            print(format_step_line(step, numeric), flush=True)
+        writer = self._tb()
+        if writer is not None:
+            for name, value in numeric.items():
+                writer.add_scalar(name, value, step)
+            writer.flush()
+        if self._wandb_run is not None:
+            self._wandb_run.log(numeric, step=step)
+
+    def log_samples(self, rows: list[dict[str, Any]], filename: str) -> Path:
+        """Write ``rows`` as JSONL to ``run_dir/filename`` (e.g. ``train_data_step3.jsonl``)."""
+        path = self.run_dir / filename
+        with open(path, "w") as handle:
+            for row in rows:
+                handle.write(json.dumps(row, default=str) + "\n")
+        return path
+
+    def close(self) -> None:
+        self._metrics_file.close()
+        if self._tensorboard is not None:
+            self._tensorboard.close()
+        if self._wandb_run is not None:
+            self._wandb_run.finish()
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, float]]:
+    path = Path(run_dir) / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
