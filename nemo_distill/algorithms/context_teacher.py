@@ -9,8 +9,6 @@ onto the student's rows, using the pure helpers of ``context_distillation_utils`
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-
 import torch
 
 from nemo_distill.algorithms.context_distillation_utils import (
@@ -32,18 +30,6 @@ class ContextTeacherBatch:
     batch: TokenBatch
     inputs: list[ContextTeacherInput]
     metrics: dict[str, float]
-
-
-def resolve_teacher_prefix_template(cfg: ContextDistillationConfig) -> str:
-    """The template text: from ``teacher_prefix_template_file`` when set, else the inline string."""
-    if cfg.teacher_prefix_template_file is None:
-        return cfg.teacher_prefix_template
-    path = Path(cfg.teacher_prefix_template_file)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"distillation.context_distillation.teacher_prefix_template_file: {path} does not exist"
-        )
-    return path.read_text()
 
 
 def build_context_teacher_batch(

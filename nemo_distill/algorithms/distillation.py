@@ -27,8 +27,12 @@ from pathlib import Path
 from typing import Any
 
 from nemo_distill.algorithms.context_distillation_utils import format_first_sample_debug
-from nemo_distill.algorithms.context_teacher import align_context_topk, build_context_teacher_batch, resolve_teacher_prefix_template
-from nemo_distill.algorithms.distillation_config import DistillationMasterConfig, check_distillation_config
+from nemo_distill.algorithms.context_teacher import align_context_topk, build_context_teacher_batch
+from nemo_distill.algorithms.distillation_config import (
+    DistillationMasterConfig,
+    check_distillation_config,
+    resolve_teacher_prefix_template,
+)
 from nemo_distill.algorithms.distillation_loss import (
     TEACHER_ROW_MASK,
     TEACHER_TOPK_INDICES,
@@ -39,7 +43,7 @@ from nemo_distill.algorithms.rollouts import RolloutBatch, generate_rollouts
 from nemo_distill.config import ConfigError
 from nemo_distill.data.dataloader import PromptDataLoader
 from nemo_distill.data.datasets import load_problems, resolve_source
-from nemo_distill.data.processors import ProcessedPrompt, PromptProcessor, load_prompt_file
+from nemo_distill.data.processors import ProcessedPrompt, PromptProcessor, load_prompt_file, load_system_prompt
 from nemo_distill.distributed.ray_init import init_ray
 from nemo_distill.distributed.virtual_cluster import RayVirtualCluster
 from nemo_distill.environments.math import MathEnvironment
@@ -108,7 +112,7 @@ def _processor(cfg: DistillationMasterConfig, tokenizer, split: str) -> tuple[Pr
     processor = PromptProcessor(
         tokenizer,
         prompt_template=load_prompt_file(source.prompt_file) if source.prompt_file else None,
-        system_prompt=Path(source.system_prompt_file).read_text() if source.system_prompt_file else None,
+        system_prompt=load_system_prompt(source.system_prompt_file),
         chat_template=cfg.policy.tokenizer.chat_template,
         chat_template_kwargs=dict(cfg.policy.tokenizer.chat_template_kwargs),
         max_input_seq_length=cfg.data.max_input_seq_length,
@@ -131,7 +135,6 @@ def setup(cfg: DistillationMasterConfig, config_yaml: str) -> DistillationRun:
     template = None
     if dist.context_distillation.enabled:
         template = resolve_teacher_prefix_template(dist.context_distillation)
-        check_distillation_config_template(template)
 
     train_prompts = _load_prompts(cfg, tokenizer, "train")
     val_prompts = _load_prompts(cfg, tokenizer, "validation")[: dist.max_val_samples]
@@ -182,15 +185,6 @@ def setup(cfg: DistillationMasterConfig, config_yaml: str) -> DistillationRun:
         teacher_prefix_template=template,
         num_trainer_workers=cluster.num_slots("trainer"),
     )
-
-
-def check_distillation_config_template(template: str) -> None:
-    from nemo_distill.algorithms.context_distillation_utils import validate_teacher_prefix_template
-
-    try:
-        validate_teacher_prefix_template(template)
-    except ValueError as err:
-        raise ConfigError("distillation.context_distillation.teacher_prefix_template", str(err)) from err
 
 
 def teacher_topk_for_rollouts(run: DistillationRun, rollouts: RolloutBatch, step: int) -> tuple[dict[str, Any], dict[str, float]]:

@@ -10,12 +10,12 @@ model's vocabulary size); it runs before any worker starts, so bad input fails i
 
 from __future__ import annotations
 
-import string
 from dataclasses import dataclass, field
 from typing import Literal
 
+from nemo_distill.algorithms.context_distillation_utils import validate_teacher_prefix_template
 from nemo_distill.config import ConfigError
-from nemo_distill.data.datasets import DataConfig
+from nemo_distill.data.datasets import DataConfig, resolve_repo_path
 from nemo_distill.distributed.config import ClusterConfig
 from nemo_distill.models.generation.config import GenerationConfig
 from nemo_distill.models.policy.config import PolicyConfig, TeacherConfig
@@ -160,7 +160,11 @@ def check_distillation_config(cfg: DistillationMasterConfig, *, student_vocab_si
                 f"must equal policy.model_name for context self-distillation (mode self_frozen): "
                 f"'{cfg.teacher.model_name}' != '{cfg.policy.model_name}'",
             )
-        _check_template_fields(context.teacher_prefix_template, "distillation.context_distillation.teacher_prefix_template")
+        key = "teacher_prefix_template_file" if context.teacher_prefix_template_file else "teacher_prefix_template"
+        try:
+            validate_teacher_prefix_template(resolve_teacher_prefix_template(context))
+        except ValueError as err:
+            raise ConfigError(f"distillation.context_distillation.{key}", str(err)) from err
         max_len = context.max_teacher_sequence_length
         if max_len is not None and max_len > cfg.teacher.max_total_sequence_length:
             raise ConfigError(
@@ -169,13 +173,11 @@ def check_distillation_config(cfg: DistillationMasterConfig, *, student_vocab_si
             )
 
 
-def _check_template_fields(template: str, key: str) -> None:
-    allowed = {"problem", "trace"}
-    try:
-        fields = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
-    except ValueError as err:
-        raise ConfigError(key, f"is not a valid format string: {err}") from err
-    for name in fields:
-        if name not in allowed:
-            shown = "{}" if name == "" else "{" + name + "}"
-            raise ConfigError(key, f"uses the field {shown}; only {{problem}} and {{trace}} are allowed")
+def resolve_teacher_prefix_template(cfg: ContextDistillationConfig) -> str:
+    """The template text: from ``teacher_prefix_template_file`` when set, else the inline string."""
+    if cfg.teacher_prefix_template_file is None:
+        return cfg.teacher_prefix_template
+    path = resolve_repo_path(cfg.teacher_prefix_template_file)
+    if not path.is_file():
+        raise ConfigError("distillation.context_distillation.teacher_prefix_template_file", f"{path} does not exist")
+    return path.read_text()

@@ -1,0 +1,1 @@
+"""Environments score rollouts: ``math`` (answer extraction + math-verify)."""
