@@ -7,6 +7,7 @@ crash loses at most the step in flight. Runs go to ``log_dir/exp_NNN`` (next fre
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import re
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+log = logging.getLogger(__name__)
 _EXP_DIR = re.compile(r"^exp_(\d+)$")
 # Shown first on the stdout line, in this order, when present.
 HEADLINE_METRICS = ("train/loss", "train/reward_mean", "train/grad_norm", "validation/accuracy", "timing/train/total_step_time")
@@ -21,23 +23,32 @@ HEADLINE_METRICS = ("train/loss", "train/reward_mean", "train/grad_norm", "valid
 
 @dataclass
 class WandbConfig:
-    project: str = "nemo-distill"
+    project: str = "nemo-distill"  # W&B project the run is filed under
     name: str | None = None  # run name; None lets W&B choose
 
 
 @dataclass
 class LoggerConfig:
     log_dir: str = "logs"  # runs go to log_dir/exp_NNN (or log_dir itself with exp_numbering false)
-    exp_numbering: bool = True
-    stdout_enabled: bool = True
-    tensorboard_enabled: bool = True
+    exp_numbering: bool = True  # put each run in a fresh log_dir/exp_NNN
+    stdout_enabled: bool = True  # one human-readable line per step on stdout
+    tensorboard_enabled: bool = True  # scalars under run_dir/tensorboard
     wandb_enabled: bool = False  # offline mode when WANDB_API_KEY is unset; needs the `wandb` extra
     wandb: WandbConfig = field(default_factory=WandbConfig)
+    num_val_samples_to_print: int = 0  # validation samples (prompt, response, reward) echoed to stdout
     plot_metrics: list[str] = field(default_factory=lambda: ["train/loss"])  # curves written to curves.png
+
+    def __post_init__(self) -> None:
+        if self.num_val_samples_to_print < 0:
+            raise ValueError(f"logger.num_val_samples_to_print must be >= 0, got {self.num_val_samples_to_print}")
 
 
 def resolve_experiment_dir(log_dir: str, exp_numbering: bool = True) -> Path:
-    """Create and return ``log_dir/exp_NNN`` (1 + the highest existing), or ``log_dir`` itself."""
+    """Create and return ``log_dir/exp_NNN`` (1 + the highest existing, 3 digits), or ``log_dir`` itself.
+
+    A resumed run that wants to keep appending to its old directory passes that directory to
+    :class:`Logger` directly instead of calling this.
+    """
     root = Path(log_dir)
     root.mkdir(parents=True, exist_ok=True)
     if not exp_numbering:
@@ -74,7 +85,11 @@ class Logger:
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self._metrics_file = open(self.run_dir / "metrics.jsonl", "a")
+        metrics_path = self.run_dir / "metrics.jsonl"
+        torn_tail = metrics_path.is_file() and metrics_path.stat().st_size > 0 and not metrics_path.read_bytes().endswith(b"\n")
+        self._metrics_file = open(metrics_path, "a")
+        if torn_tail:  # a previous process died mid-line: end that fragment so new rows stay parseable
+            self._metrics_file.write("\n")
         self._tensorboard = None
         self._wandb_run = None
         if cfg.wandb_enabled:
@@ -96,7 +111,12 @@ class Logger:
         return self._tensorboard
 
     def log_metrics(self, metrics: dict[str, Any], step: int) -> None:
-        numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        """Append ``{"step": step, **metrics}`` to metrics.jsonl and forward to the other sinks.
+
+        Values must be numbers (Python, numpy or 0-d tensors); anything else is skipped, because
+        every sink (JSONL curves, TensorBoard scalars) plots numbers only.
+        """
+        numeric = {name: number for name, value in metrics.items() if (number := _as_float(value)) is not None}
         self._metrics_file.write(json.dumps({"step": step, **numeric}) + "\n")
         self._metrics_file.flush()
         if self.cfg.stdout_enabled:
@@ -112,19 +132,61 @@ class Logger:
     def log_samples(self, rows: list[dict[str, Any]], filename: str) -> Path:
         """Write ``rows`` as JSONL to ``run_dir/filename`` (e.g. ``train_data_step3.jsonl``)."""
         path = self.run_dir / filename
-        with open(path, "w") as handle:
+        partial = path.with_name(path.name + ".partial")
+        with open(partial, "w") as handle:  # written aside, then renamed: readers never see half a file
             for row in rows:
                 handle.write(json.dumps(row, default=str) + "\n")
+        os.replace(partial, path)
         return path
 
     def close(self) -> None:
-        self._metrics_file.close()
+        """Flush and close every sink; safe to call twice."""
+        if not self._metrics_file.closed:
+            self._metrics_file.close()
         if self._tensorboard is not None:
             self._tensorboard.close()
+            self._tensorboard = None
         if self._wandb_run is not None:
             self._wandb_run.finish()
+            self._wandb_run = None
+
+
+def _as_float(value: Any) -> float | None:
+    """``value`` as a float if it is a (non-bool) number or a one-element array/tensor, else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    item = getattr(value, "item", None)  # numpy scalars and arrays, torch tensors
+    if not callable(item):
+        return None
+    try:
+        result = item()
+    except (ValueError, RuntimeError):  # more than one element
+        return None
+    if isinstance(result, bool) or not isinstance(result, (int, float)):
+        return None
+    return float(result)
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, float]]:
-    path = Path(run_dir) / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """Every row of ``run_dir/metrics.jsonl`` in file order (see :func:`read_metrics_file`)."""
+    return read_metrics_file(Path(run_dir) / "metrics.jsonl")
+
+
+def read_metrics_file(path: Path) -> list[dict[str, float]]:
+    """Every row of a ``metrics.jsonl`` file in file order.
+
+    Lines that are not valid JSON (a fragment left by a process killed mid-write) are skipped with
+    a warning. After a resume, a step may appear twice; the later row is the one that counts.
+    """
+    path = Path(path)
+    rows = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            log.warning("%s: line %d is not valid JSON (torn write?); skipped", path, number)
+    return rows
