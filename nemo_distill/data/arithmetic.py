@@ -18,6 +18,7 @@ SPLITS = ("train", "validation")
 
 
 def _templates(rng: random.Random, max_operand: int) -> tuple[str, int]:
+    """One random problem and its integer answer: add, subtract, multiply, add-then-multiply, divide."""
     name, item = rng.choice(_NAMES), rng.choice(_ITEMS)
     a, b, c = (rng.randint(2, max_operand) for _ in range(3))
     kind = rng.randrange(5)
@@ -36,14 +37,24 @@ def _templates(rng: random.Random, max_operand: int) -> tuple[str, int]:
 
 
 def _split_of(problem: str) -> str:
+    # A hash of the text, not the RNG stream, decides the split, so a problem drawn by both
+    # streams still lands in only one of them.
     digest = hashlib.sha256(problem.encode()).digest()[0]
     return "validation" if digest < 32 else "train"  # about 1 in 8 problems is validation
 
 
 def generate_arithmetic_problems(num_samples: int, *, split: str, seed: int = 0, max_operand: int = 20) -> list[ProblemRecord]:
-    """``num_samples`` distinct problems of ``split`` ("train" or "validation"), deterministic in ``seed``."""
+    """``num_samples`` distinct problems of ``split`` ("train" or "validation"), deterministic in ``seed``.
+
+    ``max_operand`` is the difficulty knob: operands are drawn from ``[2, max_operand]``. Answers
+    are exact non-negative integers, given as decimal strings.
+    """
     if split not in SPLITS:
         raise ValueError(f"arithmetic split '{split}' is not one of {SPLITS}")
+    if max_operand < 2:
+        raise ValueError(f"arithmetic max_operand must be >= 2 (operands are drawn from [2, max_operand]), got {max_operand}")
+    if num_samples < 0:
+        raise ValueError(f"arithmetic num_samples must be >= 0, got {num_samples}")
     rng = random.Random(f"{seed}-{split}")
     records: list[ProblemRecord] = []
     seen: set[str] = set()
@@ -51,7 +62,10 @@ def generate_arithmetic_problems(num_samples: int, *, split: str, seed: int = 0,
     while len(records) < num_samples:
         attempts += 1
         if attempts > 200 * max(num_samples, 1):
-            raise ValueError(f"cannot draw {num_samples} distinct {split} problems with max_operand={max_operand}")
+            raise ValueError(
+                f"cannot draw {num_samples} distinct {split} arithmetic problems with max_operand={max_operand}; "
+                "raise max_operand or lower num_samples"
+            )
         problem, answer = _templates(rng, max_operand)
         if problem in seen or _split_of(problem) != split:
             continue

@@ -9,17 +9,26 @@ T = TypeVar("T")
 
 
 class PromptDataLoader(Generic[T]):
-    """Yields batches of ``batch_size`` items, epoch after epoch, forever.
+    """Yields batches (lists) of ``batch_size`` items, epoch after epoch, forever.
 
-    Epoch ``e`` uses the permutation ``Random(seed + e)``; ``state_dict()`` after any batch and
+    Epoch ``e`` visits the items in the order ``random.Random(seed + e).shuffle`` gives (file
+    order when ``shuffle`` is false). With ``drop_last`` the incomplete tail of an epoch is skipped;
+    without it the last batch of an epoch may be smaller. ``state_dict()`` after any batch and
     ``load_state_dict`` in a fresh loader continue with exactly the same next batch.
+    ``epoch`` is the (0-based) epoch of the batches being handed out and ``step_in_epoch`` how many
+    of its batches have been handed out so far.
     """
 
     def __init__(self, items: list[T], *, batch_size: int, seed: int, shuffle: bool = True, drop_last: bool = True):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if not items:
+            raise ValueError("PromptDataLoader got an empty dataset; check data.*.dataset and num_samples")
         if drop_last and batch_size > len(items):
-            raise ValueError(f"batch_size {batch_size} is larger than the dataset ({len(items)} items)")
+            raise ValueError(
+                f"batch_size {batch_size} is larger than the dataset ({len(items)} items), so drop_last would "
+                "yield no batch; lower the prompts per step or load more samples"
+            )
         self.items, self.batch_size, self.seed, self.shuffle, self.drop_last = items, batch_size, seed, shuffle, drop_last
         self.epoch = 0
         self.step_in_epoch = 0
@@ -48,10 +57,22 @@ class PromptDataLoader(Generic[T]):
         return [self.items[i] for i in self._order[start : start + self.batch_size]]
 
     def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "seed": self.seed, "num_items": len(self.items)}
+        """Position after the last batch handed out; JSON-serialisable (goes into training_info.json)."""
+        return {
+            "epoch": self.epoch,
+            "step_in_epoch": self.step_in_epoch,
+            "seed": self.seed,
+            "batch_size": self.batch_size,
+            "num_items": len(self.items),
+        }
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        if state.get("num_items", len(self.items)) != len(self.items):
-            raise ValueError(f"dataloader state is for {state['num_items']} items but this dataset has {len(self.items)}")
+        """Continue from ``state``; the dataset size, seed and batch size must match what saved it.
+
+        A mismatch would silently change which prompts come next, so it is an error instead.
+        """
+        for key, current in (("num_items", len(self.items)), ("seed", self.seed), ("batch_size", self.batch_size)):
+            if key in state and int(state[key]) != current:
+                raise ValueError(f"dataloader state has {key}={state[key]} but this loader has {key}={current}; cannot resume the same data order")
         self.epoch, self.step_in_epoch = int(state["epoch"]), int(state["step_in_epoch"])
         self._order = self._permutation(self.epoch)

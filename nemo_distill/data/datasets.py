@@ -33,6 +33,11 @@ class DataSourceConfig:
     system_prompt_file: str | None = None  # text file with a system prompt, or null
     num_samples: int | None = None  # cap (built-in task: how many to generate; default 512 train / 64 validation)
 
+    def __post_init__(self) -> None:
+        _check_num_samples(self.num_samples)
+        if not self.dataset:
+            raise ValueError(f"dataset must be '{BUILTIN_DATASETS[0]}' or a path to a .jsonl / .parquet file or save_to_disk folder, got ''")
+
 
 @dataclass
 class DataSourceOverrides:
@@ -46,15 +51,27 @@ class DataSourceOverrides:
     system_prompt_file: str | None = None
     num_samples: int | None = None
 
+    def __post_init__(self) -> None:
+        _check_num_samples(self.num_samples)
+
 
 @dataclass
 class DataConfig:
     max_input_seq_length: int = 256  # prompts longer than this (tokens) get sample mask 0 and are counted
-    shuffle: bool = True
-    seed: int = 42
-    default: DataSourceConfig = field(default_factory=DataSourceConfig)
-    train: DataSourceOverrides = field(default_factory=DataSourceOverrides)
-    validation: DataSourceOverrides = field(default_factory=DataSourceOverrides)
+    shuffle: bool = True  # reshuffle the training prompts every epoch
+    seed: int = 42  # seed of the built-in task's generator and of the data order
+    default: DataSourceConfig = field(default_factory=DataSourceConfig)  # shared by both splits
+    train: DataSourceOverrides = field(default_factory=DataSourceOverrides)  # train-only changes to default
+    validation: DataSourceOverrides = field(default_factory=DataSourceOverrides)  # validation-only changes
+
+    def __post_init__(self) -> None:
+        if self.max_input_seq_length < 1:
+            raise ValueError(f"max_input_seq_length must be >= 1 token, got {self.max_input_seq_length}")
+
+
+def _check_num_samples(num_samples: int | None) -> None:
+    if num_samples is not None and num_samples < 1:
+        raise ValueError(f"num_samples must be >= 1 or null (no cap), got {num_samples}")
 
 
 def resolve_source(default: DataSourceConfig, overrides: DataSourceOverrides) -> DataSourceConfig:
@@ -64,14 +81,19 @@ def resolve_source(default: DataSourceConfig, overrides: DataSourceOverrides) ->
 
 
 def resolve_repo_path(path: str) -> Path:
-    """``path`` as given if it exists, else relative to the repository root (``examples/prompts/...``)."""
+    """``path`` relative to the working directory if it exists there, else relative to the repo root.
+
+    The fallback lets configs say ``examples/prompts/cot.txt`` and run from any directory; the repo
+    root is the parent of the ``nemo_distill`` package folder.
+    """
     candidate = Path(path).expanduser()
     if candidate.exists() or candidate.is_absolute():
         return candidate
     return REPO_ROOT / candidate
 
 
-def _rows_from_file(path: Path, split: str | None) -> list[dict]:
+def _rows_from_file(path: Path, split: str) -> list[dict]:
+    """Raw rows of a JSONL / parquet file or a save_to_disk folder (``split`` picks from a DatasetDict)."""
     if path.is_dir():
         from datasets import DatasetDict, load_from_disk
 
@@ -88,7 +110,7 @@ def _rows_from_file(path: Path, split: str | None) -> list[dict]:
                 try:
                     rows.append(json.loads(line))
                 except json.JSONDecodeError as err:
-                    raise ValueError(f"{path}: row {number} is not valid JSON: {err}") from err
+                    raise ValueError(f"{path}: line {number} is not valid JSON: {err}") from err
         return rows
     if path.suffix == ".parquet":
         import pyarrow.parquet as pq
@@ -98,7 +120,11 @@ def _rows_from_file(path: Path, split: str | None) -> list[dict]:
 
 
 def load_problems(source: DataSourceConfig, *, split: str, seed: int) -> list[ProblemRecord]:
-    """The problems of one split. Errors name the file, the row and the missing key."""
+    """The problems of one split (``"train"`` or ``"validation"``), at most ``source.num_samples``.
+
+    ``seed`` drives the built-in generator only; files keep their row order (the dataloader
+    shuffles). Errors name the file, the 1-based row and the missing key.
+    """
     if source.dataset in BUILTIN_DATASETS:
         from nemo_distill.data.arithmetic import generate_arithmetic_problems
 
@@ -106,11 +132,22 @@ def load_problems(source: DataSourceConfig, *, split: str, seed: int) -> list[Pr
         return generate_arithmetic_problems(count, split=source.split or split, seed=seed)
     path = resolve_repo_path(source.dataset)
     if not path.exists():
-        raise FileNotFoundError(f"data.{split}.dataset / data.default.dataset: {source.dataset} does not exist")
+        raise FileNotFoundError(
+            f"data.{split}.dataset (or data.default.dataset) is '{source.dataset}', which does not exist "
+            f"(looked in {Path.cwd()} and {REPO_ROOT}); use '{BUILTIN_DATASETS[0]}' or a .jsonl / .parquet file "
+            "or a save_to_disk folder"
+        )
     records = []
     for number, row in enumerate(_rows_from_file(path, source.split or split), start=1):
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}: row {number} is a {type(row).__name__}, expected an object with a '{source.problem_key}' key")
         if source.problem_key not in row:
-            raise ValueError(f"{path}: row {number} has no key '{source.problem_key}' (data.default.problem_key); it has {sorted(row)}")
+            raise ValueError(
+                f"{path}: row {number} has no key '{source.problem_key}' (data.{split}.problem_key / "
+                f"data.default.problem_key); the row has keys {sorted(row)}"
+            )
+        if row[source.problem_key] in (None, ""):
+            raise ValueError(f"{path}: row {number} has an empty '{source.problem_key}'")
         answer = row.get(source.answer_key)
         records.append(ProblemRecord(problem=str(row[source.problem_key]), answer=None if answer is None else str(answer),
                                      record_id=f"{path.stem}-{split}-{number}"))
