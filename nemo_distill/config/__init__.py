@@ -13,6 +13,6 @@ Each section's dataclass lives next to the code that uses it; the algorithm comp
 from nemo_distill.config.errors import ConfigError
 from nemo_distill.config.loader import load_config, merge_configs
 from nemo_distill.config.overrides import apply_overrides
-from nemo_distill.config.schema import build_dataclass, to_dictconfig, validate
+from nemo_distill.config.schema import build_dataclass, to_dictconfig, validate, with_schema_defaults
 
-__all__ = ["ConfigError", "apply_overrides", "build_dataclass", "load_config", "merge_configs", "to_dictconfig", "validate"]
+__all__ = ["ConfigError", "apply_overrides", "build_dataclass", "load_config", "merge_configs", "to_dictconfig", "validate", "with_schema_defaults"]

@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from nemo_distill.config.loader import load_config
 from nemo_distill.config.overrides import apply_overrides
-from nemo_distill.config.schema import to_dictconfig, validate
+from nemo_distill.config.schema import to_dictconfig, validate, with_schema_defaults
 
 T = TypeVar("T")
 
@@ -48,7 +48,7 @@ def parse_command_line(argv: list[str] | None, schema: type[T], *, default_confi
     if unknown_flags:
         parser.error(f"unknown flags {unknown_flags}; config values are set as key=value overrides")
     overrides = [*gpu_overrides, *overrides]
-    raw: DictConfig = apply_overrides(load_config(args.config), overrides)
+    raw: DictConfig = apply_overrides(with_schema_defaults(load_config(args.config), schema), overrides)
     config = validate(raw, schema)
     config_yaml = OmegaConf.to_yaml(to_dictconfig(config))
     if args.print_config:

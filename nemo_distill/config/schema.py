@@ -135,6 +135,14 @@ def validate(cfg: DictConfig | dict, schema: type[T]) -> T:
     return build_dataclass(schema, container)
 
 
+def with_schema_defaults(cfg: DictConfig, schema: type) -> DictConfig:
+    """``cfg`` on top of the schema's defaults, so overrides may name any key the schema has."""
+    from nemo_distill.config.loader import merge_configs
+
+    defaults = dataclasses.asdict(schema())
+    return OmegaConf.create(merge_configs(defaults, OmegaConf.to_container(cfg, resolve=False)))
+
+
 def to_dictconfig(config_object: Any) -> DictConfig:
     """The fully-defaulted config as a DictConfig (for printing and saving ``config.yaml``)."""
     return OmegaConf.create(dataclasses.asdict(config_object))

@@ -22,7 +22,7 @@ from nemo_distill.algorithms.distillation_loss import (
     prediction_row_mask,
 )
 from nemo_distill.algorithms.loss_functions import topk_kl_loss
-from nemo_distill.config import ConfigError, apply_overrides, load_config, validate
+from nemo_distill.config import ConfigError, apply_overrides, load_config, validate, with_schema_defaults
 from nemo_distill.data.batch import TokenBatch
 
 REPO = Path(__file__).resolve().parents[3]
@@ -31,7 +31,8 @@ RECIPES = sorted((REPO / "configs").rglob("*.yaml"))
 
 
 def config_with(*overrides: str) -> DistillationMasterConfig:
-    return validate(apply_overrides(load_config(BASE_CONFIG), list(overrides)), DistillationMasterConfig)
+    cfg = with_schema_defaults(load_config(BASE_CONFIG), DistillationMasterConfig)
+    return validate(apply_overrides(cfg, list(overrides)), DistillationMasterConfig)
 
 
 def test_base_config_has_the_runbook_keys():
