@@ -88,7 +88,7 @@ def test_plain_text_fallback_without_any_chat_template():
 def test_too_long_is_flagged_at_the_boundary_and_ids_are_kept_whole():
     tokenizer = _tiny_tokenizer()
     length = len(PromptProcessor(tokenizer, prompt_template=None, system_prompt=None, max_input_seq_length=64).process(RECORD).prompt_token_ids)
-    assert length == 10
+    assert length == 9  # <|user|> what is 2 + 2 ? <|end|> <|assistant|>
     exact = PromptProcessor(tokenizer, prompt_template=None, system_prompt=None, max_input_seq_length=length).process(RECORD)
     over = PromptProcessor(tokenizer, prompt_template=None, system_prompt=None, max_input_seq_length=length - 1).process(RECORD)
     assert (exact.too_long, over.too_long) == (False, True)
