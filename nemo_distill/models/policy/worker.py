@@ -22,6 +22,7 @@ from nemo_distill.models.policy import checkpointing
 from nemo_distill.models.policy.config import PolicyConfig, TeacherConfig
 from nemo_distill.models.policy.interfaces import LossFunction, TopkLogits, TrainMetrics
 from nemo_distill.models.policy.parallel import apply_fsdp2, apply_tensor_parallel, distributed_topk, gather_vocab_shards
+from nemo_distill.utils.cpu_threads import configure_cpu_threads
 
 
 def _lr_lambda(scheduler_cfg, total_steps: int):
@@ -50,6 +51,7 @@ class PolicyWorker:
         self.trainable = trainable
         self.model_name = model_name or cfg.model_name
         self.device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+        configure_cpu_threads()
         if not dist.is_initialized():
             dist.init_process_group(backend="nccl" if self.device.type == "cuda" else "gloo")
         world = dist.get_world_size()
