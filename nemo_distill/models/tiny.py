@@ -27,11 +27,14 @@ def build_tiny_model(
     intermediate_size: int = 128,
     seed: int = 0,
     tokenizer_source: str = EMBEDDED_MODEL_NAME,
+    vocab_size: int | None = None,
+    head_dim: int | None = None,
 ) -> str:
     """Write a random ``arch`` model plus tokenizer to ``out_dir``; return the folder path.
 
     The vocabulary is the tokenizer's, so two tiny models of different sizes built here can
-    be student and teacher of each other.
+    be student and teacher of each other. ``vocab_size`` may be larger (to copy a real model's
+    shape, e.g. Qwen3's 151936); the extra rows are never produced by the tokenizer.
     """
     from transformers import AutoModelForCausalLM, LlamaConfig, Qwen3Config
 
@@ -39,7 +42,7 @@ def build_tiny_model(
         raise ValueError(f"tiny model arch '{arch}' is not one of {TINY_ARCHITECTURES}")
     tokenizer = load_tokenizer(tokenizer_source)
     common = dict(
-        vocab_size=len(tokenizer),
+        vocab_size=max(vocab_size or 0, len(tokenizer)),
         hidden_size=hidden_size,
         intermediate_size=intermediate_size,
         num_hidden_layers=num_layers,
@@ -52,7 +55,7 @@ def build_tiny_model(
         pad_token_id=tokenizer.pad_token_id,
     )
     if arch == "qwen3":
-        config = Qwen3Config(head_dim=hidden_size // num_attention_heads, **common)
+        config = Qwen3Config(head_dim=head_dim or hidden_size // num_attention_heads, **common)
     else:
         config = LlamaConfig(**common)
     torch.manual_seed(seed)

@@ -1,0 +1,81 @@
+"""Per-phase step time and peak memory of distillation with Qwen3-shaped random models on GPUs.
+
+    python benchmarks/distillation_gpu.py --gpus 2 --steps 5 --out results/bench_distillation
+
+Runs examples/run_distillation.py in colocated mode (every role on every GPU, time-shared) and,
+with 2+ GPUs, split mode (generation + teacher on GPU 0, trainer on the rest), for normal and
+context distillation. Prints a table and writes ``<out>/distillation_gpu.json``. Step 1 (warm-up)
+is excluded from the means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from qwen3_shapes import build_qwen3_shaped  # noqa: E402
+
+PHASES = ("refit", "generation", "teacher_topk", "policy_training", "total_step_time")
+
+
+def run_case(name: str, overrides: list[str], out: Path, steps: int) -> dict:
+    log_dir = out / name
+    command = [sys.executable, str(REPO / "examples" / "run_distillation.py"), "--config", str(REPO / "configs" / "distillation_math.yaml"),
+               f"distillation.max_num_steps={steps}", f"logger.log_dir={log_dir}", "logger.exp_numbering=false",
+               "logger.tensorboard_enabled=false", "checkpointing.enabled=false", "distillation.val_at_end=false", *overrides]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        return {"case": name, "error": (result.stdout + result.stderr)[-2500:]}
+    rows = [json.loads(line) for line in (log_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    timed = rows[1:] or rows
+    summary = {"case": name, "steps": len(rows)}
+    for phase in PHASES:
+        values = [row[f"timing/train/{phase}"] for row in timed if f"timing/train/{phase}" in row]
+        summary[f"{phase}_s"] = round(sum(values) / len(values), 3) if values else None
+    for key in sorted({k for row in rows for k in row if k.startswith("memory/")}):
+        summary[key] = round(max(row.get(key, 0.0) for row in rows), 2)
+    summary["tokens_per_sec_per_gpu"] = round(sum(r["train/tokens_per_sec_per_gpu"] for r in timed) / len(timed), 1)
+    summary["final_loss"] = rows[-1]["train/loss"]
+    return summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--gpus", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--out", default="results/bench_distillation")
+    parser.add_argument("--max-new-tokens", type=int, default=256)
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    student = build_qwen3_shaped(str(out / "models" / "student"), "qwen3-0.6b", seed=0)
+    teacher = build_qwen3_shaped(str(out / "models" / "teacher"), "qwen3-1.7b", seed=1)
+    common = [f"cluster.gpus_per_node={args.gpus}", f"policy.generation.max_new_tokens={args.max_new_tokens}",
+              "policy.max_total_sequence_length=1024", "teacher.max_total_sequence_length=1536", "data.max_input_seq_length=256",
+              "distillation.num_prompts_per_step=8", "distillation.num_generations_per_prompt=4", "policy.train_micro_batch_size=4",
+              "policy.logprob_batch_size=8", "teacher.logprob_batch_size=8", "policy.generation.max_batch_size=64"]
+    cases = [("distill_colocated", [f"policy.model_name={student}", f"teacher.model_name={teacher}"])]
+    cases.append(("context_colocated", [f"policy.model_name={student}", f"teacher.model_name={student}",
+                                        "distillation.context_distillation.enabled=true"]))
+    if args.gpus >= 2:
+        split = ["cluster.colocated=false", "cluster.inference_gpu_ids=[0]", "cluster.teacher_gpu_ids=[0]",
+                 f"cluster.trainer_gpu_ids=[{','.join(str(i) for i in range(1, args.gpus))}]"]
+        cases.append(("distill_split", [f"policy.model_name={student}", f"teacher.model_name={teacher}", *split]))
+    results = [run_case(name, common + overrides, out, args.steps) for name, overrides in cases]
+    columns = ["case", *[f"{p}_s" for p in PHASES], "tokens_per_sec_per_gpu"]
+    print(" | ".join(columns))
+    for result in results:
+        print(" | ".join(str(result.get(c, result.get("error", "")[:60])) for c in columns))
+        print("   memory:", {k: v for k, v in result.items() if k.startswith("memory/")})
+    (out / "distillation_gpu.json").write_text(json.dumps({"gpus": args.gpus, "steps": args.steps, "results": results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
