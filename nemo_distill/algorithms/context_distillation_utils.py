@@ -75,6 +75,7 @@ def build_context_teacher_input(
     max_teacher_sequence_length: int,
     bos_token_id: int | None,
     missing_trace_policy: str = "empty",
+    render_prefix: Callable[[str], str] | None = None,
 ) -> ContextTeacherInput:
     """Teacher input for one sample (see module docstring). Drop reasons:
 
@@ -82,6 +83,9 @@ def build_context_teacher_input(
     * ``missing_trace``: no ``<think>`` span and ``missing_trace_policy == "drop"``;
     * ``too_long_response``: the response alone fills ``max_teacher_sequence_length``;
     * ``no_prefix_budget``: the prefix came out empty and there is no BOS to stand in for it.
+
+    ``render_prefix`` turns the formatted template into the text that is tokenised (e.g. a user
+    turn of the chat template, ending with the assistant header); None tokenises it as is.
     """
     if missing_trace_policy not in MISSING_TRACE_POLICIES:
         raise ValueError(f"missing_trace_policy '{missing_trace_policy}' is not one of {MISSING_TRACE_POLICIES}")
@@ -93,6 +97,8 @@ def build_context_teacher_input(
     if not trace and missing_trace_policy == "drop":
         return _dropped("missing_trace", trace=trace, trace_tokens=0, response_length=response_length)
     context = template.format(problem=problem, trace=trace)
+    if render_prefix is not None:
+        context = render_prefix(context)
     if response_length >= max_teacher_sequence_length:
         return _dropped("too_long_response", trace=trace, trace_tokens=trace_tokens, response_length=response_length, context=context)
     budget = max_teacher_sequence_length - response_length

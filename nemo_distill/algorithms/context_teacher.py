@@ -49,6 +49,10 @@ def build_context_teacher_batch(
     def tokenize(text: str) -> list[int]:
         return tokenizer(text, add_special_tokens=False)["input_ids"]
 
+    def render_as_user_turn(text: str) -> str:
+        return tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True)
+
+    use_chat = cfg.teacher_prefix_chat_template and getattr(tokenizer, "chat_template", None) is not None
     fallback_token = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.pad_token_id
     inputs, prefixes, responses, sample_mask = [], [], [], []
     for prompt, sample, student_valid in zip(rollouts.prompts, rollouts.samples, rollouts.token_batch.sample_mask.tolist()):
@@ -61,6 +65,7 @@ def build_context_teacher_batch(
             max_teacher_sequence_length=max_teacher_sequence_length,
             bos_token_id=tokenizer.bos_token_id,
             missing_trace_policy=cfg.trace_extractor.missing_trace_policy,
+            render_prefix=render_as_user_turn if use_chat else None,
         )
         inputs.append(teacher_input)
         keep = (not teacher_input.dropped) and student_valid > 0

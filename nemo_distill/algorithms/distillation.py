@@ -307,6 +307,9 @@ def train(run: DistillationRun) -> list[dict[str, float]]:
             **{f"train/{name}": value for name, value in context_metrics.items()},
             **timer.metrics(prefix="timing/train"),
         }
+        if run.cluster.uses_gpus:
+            for role, group in (("trainer", run.policy), ("teacher", run.teacher), ("inference", run.generation)):
+                metrics[f"memory/{role}_peak_gib"] = max(group.peak_memory_gib())
         run.logger.log_samples(_sample_rows(rollouts, dist.num_train_samples_to_save), f"train_data_step{step}.jsonl")
 
         is_last = step == max_steps

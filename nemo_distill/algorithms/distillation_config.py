@@ -61,6 +61,7 @@ class ContextDistillationConfig:
     problem_source: Literal["original_user_problem"] = "original_user_problem"
     teacher_prefix_template: str = DEFAULT_TEACHER_PREFIX_TEMPLATE
     teacher_prefix_template_file: str | None = None  # a file holding the template; wins over the string
+    teacher_prefix_chat_template: bool = True  # render the prefix as a user turn of the chat template (+ assistant header)
     trace_extractor: TraceExtractorConfig = field(default_factory=TraceExtractorConfig)
     overflow_policy: Literal["truncate_prefix_only"] = "truncate_prefix_only"
     max_teacher_sequence_length: int | None = None  # None: teacher.max_total_sequence_length
