@@ -1,42 +1,148 @@
-"""Loss functions. Every loss takes a ``normalizer``: the token count it is divided by.
+"""Token-level losses. Every loss takes a ``normalizer``: the token count its sum is divided by.
 
 The trainer passes the step's GLOBAL valid-token count (all data-parallel ranks, all
-micro-batches) so that summed micro-batch gradients equal the per-token mean of the whole step;
-without a normalizer a loss is the masked mean over its own mask.
+micro-batches), so that the summed micro-batch gradients equal the gradient of the per-token mean
+over the whole step. Dividing each micro-batch by its own token count instead would weight a token
+of a short micro-batch more than one of a long micro-batch. Without a normalizer a loss is the
+masked mean over its own mask (0 for an empty mask, never NaN).
 
-Top-k distillation follows NeMo-RL's semantics (see :func:`topk_kl_loss`); the policy-gradient
-surrogate is PPO's clipped objective (Schulman et al. 2017), token-level.
+Memory: losses over the vocabulary work on chunks of ``chunk_size`` sequence rows, upcast each
+chunk to fp32 on its own, and (when gradients are needed) recompute a chunk in the backward pass
+instead of keeping its fp32 ``[B, chunk, V]`` intermediates, so neither the forward nor autograd
+ever holds a full fp32 ``[B, T, V]``.
+
+* :func:`topk_kl_loss` / :func:`topk_kl_per_token` -- top-k distillation KL (NeMo-RL semantics).
+* :func:`nll_loss` -- SFT cross-entropy.
+* :func:`policy_gradient_loss` -- PPO's clipped surrogate (Schulman et al. 2017), token level.
+* :func:`selected_token_logprobs` -- ``log p(token)`` without a full fp32 log-softmax.
+* :func:`masked_token_mean` -- the shared reduction.
 """
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
-import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 KL_TYPES = ("forward", "reverse", "mixed")
-OUTSIDE_TOPK_TEACHER_LOGPROB = -100.0  # teacher log-prob assumed outside its top-k (zero_outside_topk)
-DEFAULT_CHUNK_ROWS = 256
+# The teacher log-prob assumed for every token outside its top-k when ``zero_outside_topk``
+# (NeMo-RL's "log infinitesimal"): finite, so the reverse-KL tail stays finite.
+OUTSIDE_TOPK_TEACHER_LOGPROB = -100.0
+# Default chunk: the most rows whose fp32 [B, rows, V] slice stays under 2**26 elements (256 MiB).
+DEFAULT_CHUNK_ELEMENTS = 2**26
+
+Normalizer = float | int | torch.Tensor | None
 
 
-def _row_chunks(seq_len: int, chunk_size: int | None) -> Iterator[slice]:
-    size = chunk_size or DEFAULT_CHUNK_ROWS
-    for start in range(0, seq_len, size):
-        yield slice(start, min(start + size, seq_len))
+def _compute_dtype(tensor: torch.Tensor) -> torch.dtype:
+    """fp32 for half-precision inputs; float64 stays float64 (gradcheck relies on it)."""
+    return torch.promote_types(tensor.dtype, torch.float32)
 
 
-def _normalise(total: torch.Tensor, mask: torch.Tensor, normalizer: float | torch.Tensor | None) -> torch.Tensor:
-    if normalizer is None:
-        count = mask.sum()
-        return total / count.clamp(min=1.0) if count.item() > 0 else total * 0.0
-    return total / normalizer
+def _row_chunks(batch_size: int, seq_len: int, vocab_size: int, chunk_size: int | None) -> Iterator[slice]:
+    if chunk_size is not None and chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1 or None, got {chunk_size}")
+    rows = chunk_size or max(1, DEFAULT_CHUNK_ELEMENTS // max(1, batch_size * vocab_size))
+    for start in range(0, seq_len, rows):
+        yield slice(start, min(start + rows, seq_len))
 
 
-def masked_token_mean(values: torch.Tensor, mask: torch.Tensor, normalizer: float | None = None) -> torch.Tensor:
-    """``sum(values * mask) / (normalizer or mask.sum())``; 0 for an empty mask. Shapes ``[B, T]``."""
-    mask = mask.to(values.dtype)
-    return _normalise((values * mask).sum(), mask, normalizer)
+def _maybe_recompute(function: Callable[..., torch.Tensor], *inputs: torch.Tensor) -> torch.Tensor:
+    """Run ``function(*inputs)``; when autograd will need its intermediates, recompute them in
+    backward instead of storing them (the fp32 ``[B, chunk, V]`` tensors are the big ones)."""
+    if torch.is_grad_enabled() and any(x.requires_grad for x in inputs):
+        return checkpoint(function, *inputs, use_reentrant=False)
+    return function(*inputs)
+
+
+def _check_normalizer(normalizer: Normalizer) -> None:
+    if isinstance(normalizer, (int, float)) and normalizer <= 0:
+        raise ValueError(
+            f"normalizer must be a positive token count, got {normalizer}; pass None to divide by the mask's own sum"
+        )
+
+
+def masked_token_mean(values: torch.Tensor, mask: torch.Tensor, normalizer: Normalizer = None) -> torch.Tensor:
+    """``sum(values * mask) / normalizer`` (or ``/ mask.sum()`` without one); a scalar.
+
+    Args:
+        values: ``[B, T]`` (any shape matching ``mask``).
+        mask: same shape, bool or float weights; rows with 0 contribute nothing, even if their
+            value is inf/NaN (padding rows often hold garbage).
+        normalizer: global token count; ``None`` means the masked mean, 0 for an empty mask.
+    """
+    if values.shape != mask.shape:
+        raise ValueError(f"values has shape {tuple(values.shape)} but mask has shape {tuple(mask.shape)}")
+    _check_normalizer(normalizer)
+    weights = mask.to(values.dtype)
+    total = torch.where(weights != 0, values * weights, torch.zeros_like(values)).sum()
+    if normalizer is not None:
+        return total / normalizer
+    count = weights.sum()
+    # A safe denominator, not torch.where on the quotient: 0/0 in the unused branch would still
+    # send NaN into the gradient.
+    return total / torch.where(count != 0, count, torch.ones_like(count))
+
+
+def _check_topk_inputs(student_logits, teacher_topk_logits, teacher_topk_indices, kl_type, mixed_kl_weight) -> None:
+    if kl_type not in KL_TYPES:
+        raise ValueError(f"kl_type={kl_type!r} is not supported; allowed values: {list(KL_TYPES)}")
+    if not 0.0 <= mixed_kl_weight <= 1.0:
+        raise ValueError(f"mixed_kl_weight must be in [0, 1] (the weight of the forward KL), got {mixed_kl_weight}")
+    if student_logits.dim() != 3:
+        raise ValueError(f"student_logits must be [B, T, V], got shape {tuple(student_logits.shape)}")
+    if teacher_topk_logits.shape != teacher_topk_indices.shape:
+        raise ValueError(
+            f"teacher_topk_logits {tuple(teacher_topk_logits.shape)} and teacher_topk_indices "
+            f"{tuple(teacher_topk_indices.shape)} must have the same [B, T, K] shape"
+        )
+    if teacher_topk_logits.shape[:2] != student_logits.shape[:2]:
+        raise ValueError(
+            f"teacher top-k rows {tuple(teacher_topk_logits.shape[:2])} do not line up with student rows "
+            f"{tuple(student_logits.shape[:2])}; align them first"
+        )
+    if teacher_topk_logits.shape[-1] < 1:
+        raise ValueError("teacher top-k has K = 0 entries per row; K must be >= 1")
+
+
+def _topk_kl_rows(
+    student_logits: torch.Tensor,
+    teacher_topk_logits: torch.Tensor,
+    teacher_topk_indices: torch.Tensor,
+    *,
+    kl_type: str,
+    mixed_kl_weight: float,
+    zero_outside_topk: bool,
+) -> torch.Tensor:
+    """KL ``[B, c]`` for one chunk of rows (inputs ``[B, c, V]``, ``[B, c, K]``, ``[B, c, K]``)."""
+    dtype = _compute_dtype(student_logits)
+    teacher_logprobs = torch.log_softmax(teacher_topk_logits.to(dtype), dim=-1)  # q over K
+    full_logprobs = None
+    if zero_outside_topk:
+        full_logprobs = torch.log_softmax(student_logits.to(dtype), dim=-1)  # [B, c, V]
+        student_logprobs = torch.gather(full_logprobs, -1, teacher_topk_indices)  # not renormalised
+    else:
+        # Gather before the upcast: exact, and only [B, c, K] is ever fp32.
+        student_logprobs = torch.log_softmax(torch.gather(student_logits, -1, teacher_topk_indices).to(dtype), dim=-1)
+
+    forward_weight = {"forward": 1.0, "reverse": 0.0, "mixed": mixed_kl_weight}[kl_type]
+    kl = torch.zeros(student_logprobs.shape[:-1], dtype=dtype, device=student_logits.device)
+    if forward_weight > 0.0:
+        teacher_probs = teacher_logprobs.exp()
+        # xlogy: a teacher entry with logit -inf has q = 0 and contributes 0, not NaN.
+        forward = (torch.xlogy(teacher_probs, teacher_probs) - teacher_probs * student_logprobs).sum(-1)
+        kl = kl + forward_weight * forward
+    if forward_weight < 1.0:
+        reverse = (student_logprobs.exp() * (student_logprobs - teacher_logprobs)).sum(-1)
+        if full_logprobs is not None:
+            tail_terms = full_logprobs.exp() * (full_logprobs - OUTSIDE_TOPK_TEACHER_LOGPROB)
+            # Zero the in-K entries rather than subtracting their sum from the full sum: the tail
+            # is often tiny next to the full sum, and the subtraction would cancel it away in fp32.
+            tail = tail_terms.scatter(-1, teacher_topk_indices, 0.0).sum(-1)
+            reverse = reverse + tail
+        kl = kl + (1.0 - forward_weight) * reverse
+    return kl
 
 
 def topk_kl_per_token(
@@ -49,48 +155,47 @@ def topk_kl_per_token(
     zero_outside_topk: bool = False,
     chunk_size: int | None = None,
 ) -> torch.Tensor:
-    """Per-row KL ``[B, T]`` (fp32) between teacher and student on the teacher's top-k set K.
+    """Unreduced, unmasked KL per row, ``[B, T]`` (fp32, or float64 for float64 logits).
 
     Args:
-        student_logits: ``[B, T, V]`` raw student logits.
-        teacher_topk_logits: ``[B, T, K]`` raw teacher logits (already divided by temperature).
-        teacher_topk_indices: ``[B, T, K]`` int64 vocabulary ids of those logits.
+        student_logits: ``[B, T, V]`` raw student logits (any float dtype).
+        teacher_topk_logits: ``[B, T, K]`` raw teacher logits at its top-k ids, already divided by
+            the distillation temperature.
+        teacher_topk_indices: ``[B, T, K]`` int64 global vocabulary ids of those logits.
+        kl_type: ``"forward"``, ``"reverse"`` or ``"mixed"``.
+        mixed_kl_weight: ``w``, the weight of the forward term in ``"mixed"``.
+        zero_outside_topk: see below.
+        chunk_size: rows per chunk; default keeps an fp32 ``[B, rows, V]`` under 2**26 elements.
 
-    Conventions (NeMo-RL): q = teacher log-probs renormalised over K. p = student logits at K
-    renormalised over K; with ``zero_outside_topk`` the full-vocabulary log-softmax at K instead
-    (not renormalised). forward = Σ_K q (log q − log p); reverse = Σ_K p (log p − log q), plus with
-    ``zero_outside_topk`` the tail Σ_{v∉K} p(v) (log p(v) + 100) (teacher log-prob −100 outside K);
-    mixed = w·forward + (1 − w)·reverse, ``w = mixed_kl_weight``.
+    Conventions (NeMo-RL's ``DistillationLossFn``; GKD, Agarwal et al. 2024, for the KL directions):
 
-    The fp32 upcast happens per chunk of ``chunk_size`` rows, so a full fp32 ``[B, T, V]`` is never
-    materialised.
+    * ``q = log_softmax(teacher_topk_logits)``: the teacher renormalised over its top-k set ``K``.
+    * ``p``: the student's logits gathered at ``K`` and renormalised over ``K``; with
+      ``zero_outside_topk`` instead the full-vocabulary log-softmax evaluated at ``K`` (not
+      renormalised: the student is penalised for mass it puts outside ``K``).
+    * forward ``= Σ_K q (log q − log p)``; reverse ``= Σ_K p (log p − log q)``, plus, with
+      ``zero_outside_topk``, the tail ``Σ_{v∉K} p(v) (log p(v) + 100)`` (the teacher's log-prob is
+      taken to be −100 outside ``K``); mixed ``= w·forward + (1 − w)·reverse``.
+
+    Departure from NeMo-RL: its reverse-KL tail is broadcast onto each of the ``K`` entries and then
+    summed over ``K``, so the tail counts ``K`` times; here it counts once, as in the formula above.
     """
-    if kl_type not in KL_TYPES:
-        raise ValueError(f"kl_type '{kl_type}' is not supported; choose one of {list(KL_TYPES)}")
-    if not 0.0 <= mixed_kl_weight <= 1.0:
-        raise ValueError(f"mixed_kl_weight must be in [0, 1], got {mixed_kl_weight}")
+    _check_topk_inputs(student_logits, teacher_topk_logits, teacher_topk_indices, kl_type, mixed_kl_weight)
+    teacher_topk_indices = teacher_topk_indices.long()
+
+    def chunk_kl(logits: torch.Tensor, teacher_logits: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        return _topk_kl_rows(
+            logits, teacher_logits, indices, kl_type=kl_type, mixed_kl_weight=mixed_kl_weight, zero_outside_topk=zero_outside_topk
+        )
+
+    batch_size, seq_len, vocab_size = student_logits.shape
     pieces = []
-    for rows in _row_chunks(student_logits.shape[1], chunk_size):
-        logits = student_logits[:, rows].float()
-        indices = teacher_topk_indices[:, rows]
-        teacher_logprobs = torch.log_softmax(teacher_topk_logits[:, rows].float(), dim=-1)
-        if zero_outside_topk:
-            full_logprobs = torch.log_softmax(logits, dim=-1)
-            student_logprobs = torch.gather(full_logprobs, -1, indices)
-        else:
-            student_logprobs = torch.log_softmax(torch.gather(logits, -1, indices), dim=-1)
-        kl = torch.zeros(student_logprobs.shape[:-1], dtype=torch.float32, device=logits.device)
-        if kl_type in ("forward", "mixed"):
-            forward = (teacher_logprobs.exp() * (teacher_logprobs - student_logprobs)).sum(-1)
-            kl = kl + (mixed_kl_weight if kl_type == "mixed" else 1.0) * forward
-        if kl_type in ("reverse", "mixed"):
-            reverse = (student_logprobs.exp() * (student_logprobs - teacher_logprobs)).sum(-1)
-            if zero_outside_topk:
-                outside = torch.ones_like(full_logprobs, dtype=torch.bool).scatter(-1, indices, False)
-                tail_terms = full_logprobs.exp() * (full_logprobs - OUTSIDE_TOPK_TEACHER_LOGPROB)
-                reverse = reverse + (tail_terms * outside).sum(-1)
-            kl = kl + ((1.0 - mixed_kl_weight) if kl_type == "mixed" else 1.0) * reverse
-        pieces.append(kl)
+    for rows in _row_chunks(batch_size, seq_len, vocab_size, chunk_size):
+        args = (student_logits[:, rows], teacher_topk_logits[:, rows], teacher_topk_indices[:, rows])
+        # Only the zero_outside_topk path builds [B, c, V] fp32 tensors worth recomputing.
+        pieces.append(_maybe_recompute(chunk_kl, *args) if zero_outside_topk else chunk_kl(*args))
+    if not pieces:  # T = 0
+        return student_logits.new_zeros((batch_size, 0), dtype=_compute_dtype(student_logits))
     return torch.cat(pieces, dim=1)
 
 
@@ -103,33 +208,59 @@ def topk_kl_loss(
     kl_type: str,
     mixed_kl_weight: float = 0.5,
     zero_outside_topk: bool = False,
-    normalizer: float | None = None,
+    normalizer: Normalizer = None,
     chunk_size: int | None = None,
 ) -> torch.Tensor:
-    """Scalar top-k KL: :func:`topk_kl_per_token` summed over ``mask`` ``[B, T]`` rows, divided by
-    ``normalizer`` (the global valid-token count) or, without one, by ``mask.sum()``."""
+    """Scalar top-k distillation loss: :func:`topk_kl_per_token` (see there for the conventions)
+    times ``mask`` ``[B, T]``, summed, divided by ``normalizer`` (the global valid-token count) or,
+    without one, by ``mask.sum()``. Tensors must already be aligned row for row."""
     per_token = topk_kl_per_token(
-        student_logits, teacher_topk_logits, teacher_topk_indices,
-        kl_type=kl_type, mixed_kl_weight=mixed_kl_weight, zero_outside_topk=zero_outside_topk, chunk_size=chunk_size,
+        student_logits,
+        teacher_topk_logits,
+        teacher_topk_indices,
+        kl_type=kl_type,
+        mixed_kl_weight=mixed_kl_weight,
+        zero_outside_topk=zero_outside_topk,
+        chunk_size=chunk_size,
     )
-    return masked_token_mean(per_token, mask.float(), normalizer)
+    return masked_token_mean(per_token, mask, normalizer)
+
+
+def _selected_rows(logits: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
+    picked = torch.gather(logits, -1, token_ids.unsqueeze(-1)).squeeze(-1).to(_compute_dtype(logits))
+    return picked - torch.logsumexp(logits.to(_compute_dtype(logits)), dim=-1)
 
 
 def selected_token_logprobs(logits: torch.Tensor, token_ids: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
-    """``[B, T]`` fp32 ``log softmax(logits)[b, t, token_ids[b, t]]``, chunked over rows."""
-    pieces = []
-    for rows in _row_chunks(logits.shape[1], chunk_size):
-        chunk = logits[:, rows].float()
-        picked = torch.gather(chunk, -1, token_ids[:, rows].unsqueeze(-1)).squeeze(-1)
-        pieces.append(picked - torch.logsumexp(chunk, dim=-1))
+    """``[B, T]`` log-probs ``log_softmax(logits)[b, t, token_ids[b, t]]`` (fp32 or float64).
+
+    ``logits`` ``[B, T, V]`` raw logits; ``token_ids`` ``[B, T]`` int ids. Row ``t`` of ``logits``
+    scores ``token_ids[:, t]``: the caller shifts (``logits[:, :-1]`` with ``input_ids[:, 1:]``).
+    """
+    if logits.shape[:2] != token_ids.shape:
+        raise ValueError(f"logits {tuple(logits.shape)} and token_ids {tuple(token_ids.shape)} must share [B, T]")
+    token_ids = token_ids.long()
+    batch_size, seq_len, vocab_size = logits.shape
+    pieces = [
+        _maybe_recompute(_selected_rows, logits[:, rows], token_ids[:, rows])
+        for rows in _row_chunks(batch_size, seq_len, vocab_size, chunk_size)
+    ]
+    if not pieces:
+        return logits.new_zeros((batch_size, 0), dtype=_compute_dtype(logits))
     return torch.cat(pieces, dim=1)
 
 
-def nll_loss(student_logits: torch.Tensor, target_ids: torch.Tensor, mask: torch.Tensor, normalizer: float | None = None,
-             chunk_size: int | None = None) -> torch.Tensor:
-    """SFT cross-entropy: −log p(target) over ``mask`` rows. ``student_logits`` ``[B, T, V]`` row t scores
-    ``target_ids[:, t]`` (the caller shifts)."""
-    return masked_token_mean(-selected_token_logprobs(student_logits, target_ids, chunk_size), mask.float(), normalizer)
+def nll_loss(
+    student_logits: torch.Tensor,
+    target_ids: torch.Tensor,
+    mask: torch.Tensor,
+    normalizer: Normalizer = None,
+    chunk_size: int | None = None,
+) -> torch.Tensor:
+    """SFT cross-entropy ``−log p(target)`` summed over ``mask`` rows, divided by ``normalizer``
+    (or ``mask.sum()``). ``student_logits`` ``[B, T, V]`` row ``t`` scores ``target_ids[:, t]``
+    ``[B, T]`` (the caller shifts)."""
+    return masked_token_mean(-selected_token_logprobs(student_logits, target_ids, chunk_size), mask, normalizer)
 
 
 def policy_gradient_loss(
@@ -140,21 +271,42 @@ def policy_gradient_loss(
     *,
     clip_eps_low: float = 0.2,
     clip_eps_high: float = 0.2,
-    normalizer: float | None = None,
+    normalizer: Normalizer = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """PPO-clipped token-level surrogate ``−min(r·A, clip(r, 1−ε_low, 1+ε_high)·A)``, ``r = exp(lp − lp_old)``.
+    """PPO's clipped surrogate per token, ``−min(r·A, clip(r, 1 − ε_low, 1 + ε_high)·A)``.
 
-    ``logprobs``/``old_logprobs``/``mask`` ``[B, T]``; ``advantages`` ``[B]`` (broadcast per sequence) or
-    ``[B, T]``. Returns the loss and ``clip_fraction`` / ``approx_kl`` (masked means).
+    Args:
+        logprobs: ``[B, T]`` log-probs of the sampled tokens under the policy being trained.
+        old_logprobs: ``[B, T]`` log-probs of the same tokens under the policy that sampled them.
+        advantages: ``[B]`` (one per sequence, broadcast over its tokens) or ``[B, T]``.
+        mask: ``[B, T]`` tokens that count.
+        clip_eps_low / clip_eps_high: ratio bounds; separate bounds are DAPO's "clip higher".
+
+    ``r = exp(logprobs − old_logprobs)``. Returns the loss (token sum / ``normalizer``, or the
+    masked mean) and metrics: ``clip_fraction`` (share of masked tokens whose clipped term is the
+    smaller, i.e. where the gradient is cut) and ``approx_kl`` (masked mean of
+    ``old_logprobs − logprobs``, the k1 estimator of KL(old ‖ new)).
     """
-    if advantages.dim() == 1:
+    if clip_eps_low < 0 or clip_eps_high < 0:
+        raise ValueError(f"clip_eps_low / clip_eps_high must be >= 0, got {clip_eps_low} / {clip_eps_high}")
+    if logprobs.shape != old_logprobs.shape or logprobs.shape != mask.shape:
+        raise ValueError(
+            f"logprobs {tuple(logprobs.shape)}, old_logprobs {tuple(old_logprobs.shape)} and mask "
+            f"{tuple(mask.shape)} must all be [B, T]"
+        )
+    if advantages.dim() == 1 and advantages.shape[0] == logprobs.shape[0]:
         advantages = advantages[:, None].expand_as(logprobs)
-    ratio = torch.exp(logprobs - old_logprobs)
+    elif advantages.shape != logprobs.shape:
+        raise ValueError(f"advantages must be [B] or [B, T] = {tuple(logprobs.shape)}, got {tuple(advantages.shape)}")
+    advantages = advantages.to(logprobs.dtype)
+    # Padding rows may hold arbitrary log-probs; exp of a huge difference would put inf into the
+    # graph and 0 * inf = NaN into the gradient even though the row is masked out.
+    log_ratio = torch.where(mask != 0, logprobs - old_logprobs, torch.zeros_like(logprobs))
+    ratio = torch.exp(log_ratio)
     unclipped = ratio * advantages
     clipped = torch.clamp(ratio, 1.0 - clip_eps_low, 1.0 + clip_eps_high) * advantages
-    loss = masked_token_mean(-torch.minimum(unclipped, clipped), mask.float(), normalizer)
+    loss = masked_token_mean(-torch.minimum(unclipped, clipped), mask, normalizer)
     with torch.no_grad():
-        mask_f = mask.float()
-        clip_fraction = masked_token_mean((clipped < unclipped).float(), mask_f)
-        approx_kl = masked_token_mean(old_logprobs - logprobs, mask_f)
+        clip_fraction = masked_token_mean((clipped < unclipped).to(logprobs.dtype), mask)
+        approx_kl = masked_token_mean(-log_ratio.detach(), mask)
     return loss, {"clip_fraction": float(clip_fraction), "approx_kl": float(approx_kl)}
