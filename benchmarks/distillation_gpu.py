@@ -1,10 +1,10 @@
 """Per-phase step time and peak memory of distillation with Qwen3-shaped random models on GPUs.
 
-    python benchmarks/distillation_gpu.py --gpus 2 --steps 5 --out results/bench_distillation
+    python benchmarks/distillation_gpu.py --gpus 4 --steps 5 --out results/bench_distillation
 
-Runs examples/run_distillation.py in colocated mode (every role on every GPU, time-shared) and,
-with 2+ GPUs, split mode (generation + teacher on GPU 0, trainer on the rest), for normal and
-context distillation. Prints a table and writes ``<out>/distillation_gpu.json``. Step 1 (warm-up)
+Runs the recipes my-distillation-1n4g and my-context-self-distillation-1n4g with Qwen3-0.6B-shaped
+random student and teacher, colocated (every role on every GPU, time-shared) and, with 2+ GPUs,
+split (generation on GPU 0, teacher on GPU 1, trainer on the rest). Prints a table and writes ``<out>/distillation_gpu.json``. Step 1 (warm-up)
 is excluded from the means.
 """
 
@@ -14,6 +14,7 @@ import argparse
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -25,56 +26,71 @@ from qwen3_shapes import build_qwen3_shaped  # noqa: E402
 PHASES = ("refit", "generation", "teacher_topk", "policy_training", "total_step_time")
 
 
-def run_case(name: str, overrides: list[str], out: Path, steps: int) -> dict:
+def run_case(name: str, recipe: str, overrides: list[str], out: Path, steps: int) -> dict:
     log_dir = out / name
-    command = [sys.executable, str(REPO / "examples" / "run_distillation.py"), "--config", str(REPO / "configs" / "distillation_math.yaml"),
+    command = [sys.executable, str(REPO / "examples" / "run_distillation.py"), "--config", str(REPO / "configs" / "recipes" / "llm" / recipe),
                f"distillation.max_num_steps={steps}", f"logger.log_dir={log_dir}", "logger.exp_numbering=false",
-               "logger.tensorboard_enabled=false", "checkpointing.enabled=false", "distillation.val_at_end=false", *overrides]
+               "logger.tensorboard_enabled=false", "checkpointing.enabled=false", "distillation.val_at_end=false",
+               "distillation.val_period=0", *overrides]
+    started = time.time()
     result = subprocess.run(command, capture_output=True, text=True)
+    (out / f"{name}.log").write_text(result.stdout[-20000:] + result.stderr[-20000:])
     if result.returncode != 0:
         return {"case": name, "error": (result.stdout + result.stderr)[-2500:]}
     rows = [json.loads(line) for line in (log_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     timed = rows[1:] or rows
-    summary = {"case": name, "steps": len(rows)}
+    summary = {"case": name, "recipe": recipe, "steps": len(rows), "wall_s": round(time.time() - started, 1)}
     for phase in PHASES:
         values = [row[f"timing/train/{phase}"] for row in timed if f"timing/train/{phase}" in row]
         summary[f"{phase}_s"] = round(sum(values) / len(values), 3) if values else None
     for key in sorted({k for row in rows for k in row if k.startswith("memory/")}):
         summary[key] = round(max(row.get(key, 0.0) for row in rows), 2)
     summary["tokens_per_sec_per_gpu"] = round(sum(r["train/tokens_per_sec_per_gpu"] for r in timed) / len(timed), 1)
-    summary["final_loss"] = rows[-1]["train/loss"]
+    summary["loss_first_last"] = [round(rows[0]["train/loss"], 4), round(rows[-1]["train/loss"], 4)]
     return summary
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--gpus", type=int, default=2)
+    parser.add_argument("--gpus", type=int, default=4)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--out", default="results/bench_distillation")
-    parser.add_argument("--max-new-tokens", type=int, default=256)
+    parser.add_argument("--max-new-tokens", type=int, default=128)
+    parser.add_argument("--only", nargs="*", default=None, help="case names to run (default: all)")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     student = build_qwen3_shaped(str(out / "models" / "student"), "qwen3-0.6b", seed=0)
-    teacher = build_qwen3_shaped(str(out / "models" / "teacher"), "qwen3-1.7b", seed=1)
+    teacher = build_qwen3_shaped(str(out / "models" / "teacher"), "qwen3-0.6b", seed=1)
     common = [f"cluster.gpus_per_node={args.gpus}", f"policy.generation.max_new_tokens={args.max_new_tokens}",
-              "policy.max_total_sequence_length=1024", "teacher.max_total_sequence_length=1536", "data.max_input_seq_length=256",
+              "policy.max_total_sequence_length=512", "teacher.max_total_sequence_length=768", "data.max_input_seq_length=256",
               "distillation.num_prompts_per_step=8", "distillation.num_generations_per_prompt=4", "policy.train_micro_batch_size=4",
-              "policy.logprob_batch_size=8", "teacher.logprob_batch_size=8", "policy.generation.max_batch_size=64"]
-    cases = [("distill_colocated", [f"policy.model_name={student}", f"teacher.model_name={teacher}"])]
-    cases.append(("context_colocated", [f"policy.model_name={student}", f"teacher.model_name={student}",
-                                        "distillation.context_distillation.enabled=true"]))
-    if args.gpus >= 2:
-        split = ["cluster.colocated=false", "cluster.inference_gpu_ids=[0]", "cluster.teacher_gpu_ids=[0]",
-                 f"cluster.trainer_gpu_ids=[{','.join(str(i) for i in range(1, args.gpus))}]"]
-        cases.append(("distill_split", [f"policy.model_name={student}", f"teacher.model_name={teacher}", *split]))
-    results = [run_case(name, common + overrides, out, args.steps) for name, overrides in cases]
+              "policy.logprob_batch_size=8", "teacher.logprob_batch_size=8", "policy.generation.max_batch_size=64",
+              "~policy.tokenizer.chat_template_kwargs"]
+    models = {"my-distillation-1n4g.yaml": [f"policy.model_name={student}", f"teacher.model_name={teacher}"],
+              "my-context-self-distillation-1n4g.yaml": [f"policy.model_name={student}", f"teacher.model_name={student}",
+                                                          "distillation.context_distillation.max_teacher_sequence_length=768"]}
+    trainer_ids = ",".join(str(i) for i in range(2, args.gpus)) if args.gpus >= 3 else "1"
+    split = ["cluster.colocated=false", "cluster.inference_gpu_ids=[0]", f"cluster.teacher_gpu_ids=[{1 if args.gpus >= 3 else 0}]",
+             f"cluster.trainer_gpu_ids=[{trainer_ids}]"]
+    cases = []
+    for recipe, model_overrides in models.items():
+        short = "distill" if recipe.startswith("my-distillation") else "context"
+        cases.append((f"{short}_colocated", recipe, model_overrides))
+        if args.gpus >= 2:
+            cases.append((f"{short}_split", recipe, model_overrides + split))
+    results = []
+    for name, recipe, overrides in cases:
+        if args.only and name not in args.only:
+            continue
+        results.append(run_case(name, recipe, common + overrides, out, args.steps))
+        print(json.dumps(results[-1])[:600], flush=True)
+        (out / "distillation_gpu.json").write_text(json.dumps({"gpus": args.gpus, "steps": args.steps, "results": results}, indent=2))
     columns = ["case", *[f"{p}_s" for p in PHASES], "tokens_per_sec_per_gpu"]
     print(" | ".join(columns))
     for result in results:
         print(" | ".join(str(result.get(c, result.get("error", "")[:60])) for c in columns))
-        print("   memory:", {k: v for k, v in result.items() if k.startswith("memory/")})
-    (out / "distillation_gpu.json").write_text(json.dumps({"gpus": args.gpus, "steps": args.steps, "results": results}, indent=2))
+        print("   memory:", {k: v for k, v in result.items() if k.startswith("memory/")}, "loss first/last:", result.get("loss_first_last"))
 
 
 if __name__ == "__main__":
