@@ -57,16 +57,17 @@ def main() -> None:
     parser.add_argument("--out", default="results/bench_distillation")
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--only", nargs="*", default=None, help="case names to run (default: all)")
+    parser.add_argument("--tokenizer", default=None, help="tokenizer folder (default: the embedded SmolLM2 one)")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    student = build_qwen3_shaped(str(out / "models" / "student"), "qwen3-0.6b", seed=0)
-    teacher = build_qwen3_shaped(str(out / "models" / "teacher"), "qwen3-0.6b", seed=1)
+    student = build_qwen3_shaped(str(out / "models" / "student"), "qwen3-0.6b", seed=0, tokenizer_source=args.tokenizer)
+    teacher = build_qwen3_shaped(str(out / "models" / "teacher"), "qwen3-0.6b", seed=1, tokenizer_source=args.tokenizer)
     common = [f"cluster.gpus_per_node={args.gpus}", f"policy.generation.max_new_tokens={args.max_new_tokens}",
               "policy.max_total_sequence_length=512", "teacher.max_total_sequence_length=768", "data.max_input_seq_length=256",
               "distillation.num_prompts_per_step=8", "distillation.num_generations_per_prompt=4", "policy.train_micro_batch_size=4",
               "policy.logprob_batch_size=8", "teacher.logprob_batch_size=8", "policy.generation.max_batch_size=64",
-              "~policy.tokenizer.chat_template_kwargs"]
+              "~policy.tokenizer.chat_template_kwargs", "env.math.use_math_verify=false"]
     models = {"my-distillation-1n4g.yaml": [f"policy.model_name={student}", f"teacher.model_name={teacher}"],
               "my-context-self-distillation-1n4g.yaml": [f"policy.model_name={student}", f"teacher.model_name={student}",
                                                           "distillation.context_distillation.max_teacher_sequence_length=768"]}

@@ -16,8 +16,8 @@ QWEN3_SHAPES = {
 QWEN3_VOCAB = 151936
 
 
-def build_qwen3_shaped(out_dir: str, name: str, *, seed: int = 0) -> str:
+def build_qwen3_shaped(out_dir: str, name: str, *, seed: int = 0, tokenizer_source: str | None = None) -> str:
     hidden, layers, heads, kv_heads, intermediate, head_dim = QWEN3_SHAPES[name]
     return build_tiny_model(out_dir, arch="qwen3", hidden_size=hidden, num_layers=layers, num_attention_heads=heads,
                             num_key_value_heads=kv_heads, intermediate_size=intermediate, head_dim=head_dim,
-                            vocab_size=QWEN3_VOCAB, seed=seed)
+                            vocab_size=QWEN3_VOCAB, seed=seed, **({"tokenizer_source": tokenizer_source} if tokenizer_source else {}))

@@ -1,106 +1,172 @@
-"""``cluster:``: how many nodes and slots there are and which role runs where.
+"""``cluster``: how many machines and slots there are, and which role runs on which slot.
 
-A *slot* is one GPU (or, in CPU mode, one CPU worker). Slot ids are global:
-``node * slots_per_node + local_id``. Colocated: every role uses every slot (roles time-share
-them). Otherwise each role names its slots, as the seed-001 flags do
-(``--inference_gpu_ids 0,1 --teacher_gpu_ids 2 --trainer_gpu_ids 3``).
+A *slot* is one GPU (``gpus_per_node > 0``) or, in CPU mode (``gpus_per_node == 0``), one CPU
+worker place. Slots are numbered globally: ``slot_id = node_index * slots_per_node + local_id``.
+
+* ``colocated: true`` (default): the three roles (``inference``, ``teacher``, ``trainer``)
+  time-share every slot, as in NeMo-RL's colocated mode.
+* ``colocated: false``: each role gets the slots listed in ``<role>_gpu_ids``; inference and
+  teacher may share slots, the trainer has its own. This is what seed 001's launcher flags
+  ``--inference_gpu_ids 0,1 --teacher_gpu_ids 2 --trainer_gpu_ids 3`` mean;
+  :func:`apply_gpu_id_flags` turns those flags into config overrides.
+
+The ids name slots (placement-group bundles), not physical device numbers: Ray decides which
+physical GPU backs each slot and exposes it to the worker as ``cuda:0``.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+from typing import Literal
 
-ROLES = ("inference", "teacher", "trainer")
-GPU_ID_FLAGS = {f"--{role}_gpu_ids": f"cluster.{role}_gpu_ids" for role in ROLES}
+from nemo_distill.config.errors import ConfigError
+
+Role = Literal["inference", "teacher", "trainer"]  # what a worker group does; each role has its own slots
+ROLES: tuple[str, ...] = ("inference", "teacher", "trainer")
+GPU_ID_FLAGS: dict[str, str] = {f"--{role}_gpu_ids": role for role in ROLES}
 
 
 @dataclass
 class ClusterConfig:
-    num_nodes: int = 1
-    gpus_per_node: int = 0  # 0 = CPU mode (slots are CPU workers, gloo instead of NCCL)
-    cpu_slots_per_node: int = 1  # slots per node in CPU mode
-    colocated: bool = True  # every role on every slot, time-sharing them
-    inference_gpu_ids: list[int] | None = None  # global slot ids per role when not colocated
-    teacher_gpu_ids: list[int] | None = None
-    trainer_gpu_ids: list[int] | None = None
-    ray_address: str | None = None  # None: RAY_ADDRESS or a running cluster if any, else start a local one
-    num_cpus: int | None = None  # CPUs of a local cluster (None: all)
-    env_vars: dict[str, str] = field(default_factory=dict)  # extra environment for every worker
+    """``cluster``: nodes, slots per node and the role -> slot placement."""
+
+    num_nodes: int = field(default=1, metadata={"ge": 1})  # machines in the Ray cluster used by this run
+    gpus_per_node: int = field(default=0, metadata={"ge": 0})  # 0 = CPU mode: every slot is a CPU worker
+    cpu_slots_per_node: int = field(default=1, metadata={"ge": 1})  # slots per node in CPU mode (ignored on GPU)
+    colocated: bool = True  # all roles time-share every slot; false: place roles with the *_gpu_ids lists
+    inference_gpu_ids: list[int] | None = None  # global slot ids of the generation workers (colocated: false)
+    teacher_gpu_ids: list[int] | None = None  # global slot ids of the teacher workers (colocated: false)
+    trainer_gpu_ids: list[int] | None = None  # global slot ids of the trainer; required when colocated is false
+    ray_address: str | None = None  # None: RAY_ADDRESS or a running cluster, else start one; "local": always start one
+    num_cpus: int | None = field(default=None, metadata={"ge": 1})  # CPUs of a locally started cluster (None: all)
+    env_vars: dict[str, str] = field(default_factory=dict)  # extra environment variables for every worker
+
+    def __post_init__(self) -> None:
+        self.check_placement()
 
     @property
     def slots_per_node(self) -> int:
+        """GPUs per node on GPU clusters, ``cpu_slots_per_node`` in CPU mode."""
         return self.gpus_per_node if self.gpus_per_node > 0 else self.cpu_slots_per_node
 
     @property
-    def num_slots(self) -> int:
+    def total_slots(self) -> int:
         return self.num_nodes * self.slots_per_node
 
-    def role_slot_ids(self, role: str) -> list[int]:
-        """Global slot ids the role runs on."""
+    @property
+    def uses_gpus(self) -> bool:
+        return self.gpus_per_node > 0
+
+    def role_slot_ids(self, role: Role) -> list[int]:
+        """Global slot ids ``role`` runs on, in rank order (validated).
+
+        Colocated: every slot. Otherwise the role's ``<role>_gpu_ids``; an unset inference or
+        teacher list means "every slot the trainer does not use".
+        """
         if role not in ROLES:
-            raise ValueError(f"role '{role}' is not one of {ROLES}")
+            raise ValueError(f"unknown role '{role}'; expected one of {list(ROLES)}")
+        self.check_placement()
         if self.colocated:
-            return list(range(self.num_slots))
+            return list(range(self.total_slots))
         ids = getattr(self, f"{role}_gpu_ids")
-        return list(ids) if ids is not None else []
+        if ids is None:  # only inference/teacher can get here: the trainer list is required
+            trainer = set(self.trainer_gpu_ids or [])
+            return [slot for slot in range(self.total_slots) if slot not in trainer]
+        return list(ids)
 
-    def __post_init__(self) -> None:
-        if self.num_nodes < 1:
-            raise ValueError(f"cluster.num_nodes must be >= 1, got {self.num_nodes}")
-        if self.gpus_per_node < 0 or self.cpu_slots_per_node < 1:
-            raise ValueError("cluster.gpus_per_node must be >= 0 and cluster.cpu_slots_per_node >= 1")
+    def check_placement(self) -> None:
+        """Raise ``ValueError`` naming the ``cluster.*`` key when the role placement is impossible."""
+        total = self.total_slots
+        size = (
+            f"num_nodes={self.num_nodes} x gpus_per_node={self.gpus_per_node}"
+            if self.uses_gpus
+            else f"num_nodes={self.num_nodes} x cpu_slots_per_node={self.cpu_slots_per_node} (CPU mode: gpus_per_node=0)"
+        )
+        given = {role: getattr(self, f"{role}_gpu_ids") for role in ROLES}
         if self.colocated:
+            explicit = [f"cluster.{role}_gpu_ids" for role, ids in given.items() if ids is not None]
+            if explicit:
+                raise ValueError(
+                    f"{', '.join(explicit)} set while cluster.colocated is true (colocated roles share every slot); "
+                    "set cluster.colocated=false to place roles on explicit slots, or drop the id lists"
+                )
             return
-        for role in ROLES:
-            ids = getattr(self, f"{role}_gpu_ids") or []
-            bad = [i for i in ids if not 0 <= i < self.num_slots]
+        for role, ids in given.items():
+            if ids is None:
+                continue
+            key = f"cluster.{role}_gpu_ids"
+            bad = [slot for slot in ids if not 0 <= slot < total]
             if bad:
-                raise ValueError(f"cluster.{role}_gpu_ids has ids {bad} outside 0..{self.num_slots - 1} "
-                                 f"({self.num_nodes} node(s) x {self.slots_per_node} slot(s))")
+                hint = "" if self.uses_gpus else "; on a GPU cluster set cluster.gpus_per_node"
+                raise ValueError(f"{key}={ids} has ids {bad} out of range: the cluster has {total} slots (0..{total - 1}) from {size}{hint}")
             if len(set(ids)) != len(ids):
-                raise ValueError(f"cluster.{role}_gpu_ids repeats an id: {ids}")
-        if not self.trainer_gpu_ids:
-            raise ValueError("cluster.trainer_gpu_ids may not be empty when cluster.colocated is false")
+                raise ValueError(f"{key}={ids} lists a slot more than once")
+        if not given["trainer"]:
+            raise ValueError("cluster.trainer_gpu_ids must list at least one slot when cluster.colocated is false")
+        trainer = set(given["trainer"])
         for role in ("inference", "teacher"):
-            if not getattr(self, f"{role}_gpu_ids"):
-                raise ValueError(f"cluster.{role}_gpu_ids may not be empty when cluster.colocated is false")
-            overlap = set(getattr(self, f"{role}_gpu_ids")) & set(self.trainer_gpu_ids)
+            ids = given[role]
+            overlap = sorted(trainer & set(ids or []))
             if overlap:
-                raise ValueError(f"cluster.trainer_gpu_ids and cluster.{role}_gpu_ids share {sorted(overlap)}; "
-                                 "only inference and teacher may share GPUs")
+                raise ValueError(
+                    f"cluster.trainer_gpu_ids={given['trainer']} overlaps cluster.{role}_gpu_ids={ids} on slots {overlap}; "
+                    "the trainer needs its own slots when cluster.colocated is false (inference and teacher may share)"
+                )
+            if ids is None and len(trainer) == total:
+                raise ValueError(
+                    f"cluster.{role}_gpu_ids is unset and cluster.trainer_gpu_ids={given['trainer']} takes all {total} slots; "
+                    f"list the {role} slots explicitly or add slots"
+                )
 
 
-def parse_gpu_ids(text: str) -> list[int]:
-    """``"0,1"`` or ``"0 1"`` -> ``[0, 1]``."""
-    try:
-        return [int(part) for part in text.replace(",", " ").split()]
-    except ValueError as err:
-        raise ValueError(f"GPU ids must be integers like '0,1', got '{text}'") from err
+def parse_gpu_ids(text: str, *, key: str = "gpu ids") -> list[int]:
+    """``"0,1"`` / ``"0 1"`` / ``"[0, 1]"`` -> ``[0, 1]``; ``ConfigError`` naming ``key`` otherwise."""
+    body = text.strip().removeprefix("[").removesuffix("]")
+    parts = [part for part in re.split(r"[,\s]+", body) if part]
+    if not parts or not all(part.isdigit() for part in parts):
+        raise ConfigError(key, f"expected comma- or space-separated non-negative integers like '0,1', got {text!r}")
+    return [int(part) for part in parts]
+
+
+_ID_TOKEN = re.compile(r"^\[?\d+(,\d+)*,?\]?$")
+
+
+def _normalise_flag(flag: str) -> str:
+    """``--inference-gpu-ids`` -> ``--inference_gpu_ids`` (both spellings are accepted)."""
+    return "--" + flag[2:].replace("-", "_") if flag.startswith("--") else flag
 
 
 def apply_gpu_id_flags(argv: list[str]) -> tuple[list[str], list[str]]:
-    """Pull the seed-001 ``--<role>_gpu_ids`` flags out of ``argv``; return (overrides, the rest).
+    """Turn seed 001's placement flags into config overrides.
 
-    Values may be comma- or space-separated (``--trainer_gpu_ids 3 4``). Any such flag turns
-    ``cluster.colocated`` off.
+    ``--inference_gpu_ids 0,1 --teacher_gpu_ids 2 --trainer_gpu_ids 3`` (also ``--x_gpu_ids 0 1``,
+    ``--x_gpu_ids=0,1`` and ``--x-gpu-ids``) -> ``(["cluster.inference_gpu_ids=[0,1]", ...,
+    "cluster.colocated=false"], rest_of_argv)``. Arguments that are not these flags are returned
+    untouched, in order.
     """
-    overrides, rest, position = [], [], 0
-    while position < len(argv):
-        item = argv[position]
-        flag, _, inline = item.partition("=")
-        if flag in GPU_ID_FLAGS:
-            values = [inline] if inline else []
-            position += 1
-            while not inline and position < len(argv) and not argv[position].startswith("-") and "=" not in argv[position]:
-                values.append(argv[position])
-                position += 1
-            ids = parse_gpu_ids(" ".join(values))
-            if not ids:
-                raise ValueError(f"{flag} needs at least one GPU id")
-            overrides.append(f"{GPU_ID_FLAGS[flag]}=[{','.join(map(str, ids))}]")
+    overrides: list[str] = []
+    rest: list[str] = []
+    index = 0
+    while index < len(argv):
+        token = argv[index]
+        flag, _, inline = token.partition("=")
+        role = GPU_ID_FLAGS.get(_normalise_flag(flag))
+        if role is None:
+            rest.append(token)
+            index += 1
             continue
-        rest.append(item)
-        position += 1
+        key = f"cluster.{role}_gpu_ids"
+        values = [inline] if inline else []
+        index += 1
+        if not inline:
+            while index < len(argv) and _ID_TOKEN.match(argv[index]):
+                values.append(argv[index])
+                index += 1
+        if not values:
+            raise ConfigError(key, f"flag {flag} needs slot ids, e.g. '{flag} 0,1' or '{flag} 0 1'")
+        ids = parse_gpu_ids(" ".join(values), key=key)
+        overrides.append(f"{key}=[{','.join(str(slot) for slot in ids)}]")
     if overrides:
         overrides.append("cluster.colocated=false")
     return overrides, rest

@@ -1,44 +1,107 @@
-"""Ray actors for one role, wired for torch.distributed, with errors that name role and rank.
+"""Ray actors for one role, wired for ``torch.distributed``, with errors that name role and rank.
 
-Every actor is a :class:`WorkerHost` process: it learns its rank/world/master environment first,
-then constructs the plain worker class (``PolicyWorker``, ``HFGenerationWorker``...) inside the
-process. Typed groups (``PolicyWorkerGroup``, ``GenerationWorkerGroup``) wrap this class so that
-callers never touch Ray.
+Every actor is a :class:`WorkerHost` process holding one plain worker object (``PolicyWorker``,
+``HFGenerationWorker``, ...). Start-up has two phases so that ``torch.distributed`` can be set up
+inside the worker's constructor:
+
+1. start the hosts (one per slot of the role); rank 0 reports its node IP and a free port;
+2. construct the worker objects in all hosts *concurrently* (a constructor that calls
+   ``init_process_group`` blocks until every rank has joined), with this environment:
+
+   ================== ============================================================================
+   ``RANK``           rank in the group (= index of the slot in ``cluster.slots(role)``)
+   ``WORLD_SIZE``     number of workers in the group
+   ``LOCAL_RANK``     index of the worker's device among those visible to it: always ``0`` on GPU
+                      (Ray sets ``CUDA_VISIBLE_DEVICES`` to the slot's one GPU, so use ``cuda:0``);
+                      in CPU mode the worker's index among the group's workers on its node
+   ``MASTER_ADDR``    rank 0's node IP
+   ``MASTER_PORT``    a port that was free on rank 0's node
+   ``NEMO_DISTILL_ROLE`` the role (``trainer``, ``teacher``, ``inference``)
+   ================== ============================================================================
+
+   In CPU mode (``cluster.gpus_per_node == 0``) workers also get ``CUDA_VISIBLE_DEVICES=""``.
+
+Calls never hang on a dead worker: results are collected with ``ray.wait`` in a poll loop and the
+first failure raises at once, even while other ranks are still blocked in a collective that
+the failed rank will never join. A dead process raises :class:`WorkerDiedError` (and the group
+refuses further calls: its surviving ranks may be stuck); a method that raised comes back as
+:class:`WorkerCallError` carrying the remote traceback, and is also an instance of the original
+exception's type when possible (``except ValueError`` still works).
+
+Typed groups (``PolicyWorkerGroup``, ``GenerationWorkerGroup``) wrap this class so that callers
+never touch Ray.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import socket
 import time
+from collections import Counter
 from typing import Any, Callable
 
+from nemo_distill.distributed.config import Role
 from nemo_distill.distributed.virtual_cluster import RayVirtualCluster
 
-POLL_INTERVAL_S = 0.5
+log = logging.getLogger(__name__)
+
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")  # Ray colours its remote tracebacks
+POLL_INTERVAL_S = 0.5  # how often a waiting call wakes up (keeps Ctrl-C responsive)
+STARTUP_TIMEOUT_S = 300.0  # a host process that is not running after this long cannot be scheduled
 
 
 class WorkerDiedError(RuntimeError):
-    """A worker process died (killed, OOM, crash) during a call."""
+    """A worker process died (killed, OOM, crashed node) while the driver waited on it."""
 
-    def __init__(self, role: str, rank: int, cause: BaseException | str):
-        self.role, self.rank = role, rank
-        super().__init__(f"{role} worker rank {rank} died: {cause}")
+    def __init__(self, role: str, rank: int, detail: str):
+        self.role = role
+        self.rank = rank
+        super().__init__(f"{role} worker rank {rank} died: {detail}")
 
 
 class WorkerCallError(RuntimeError):
-    """A worker's method raised; the message carries role, rank and the remote traceback."""
+    """A worker's method (or constructor) raised. ``cause`` is the original exception.
 
-    def __init__(self, role: str, rank: int, method: str, cause: BaseException):
-        self.role, self.rank, self.method = role, rank, method
-        super().__init__(f"{role} worker rank {rank} failed in {method}(): {cause}")
+    The message names role, rank and method and ends with the remote traceback.
+    """
+
+    def __init__(self, role: str, rank: int, method: str, cause: BaseException | None, remote_traceback: str):
+        self.role = role
+        self.rank = rank
+        self.method = method
+        self.cause = cause
+        cause_text = f"{type(cause).__name__}: {cause}" if cause is not None else "error"
+        RuntimeError.__init__(self, f"{role} worker rank {rank} failed in {method}(): {cause_text}\n{remote_traceback}")
+
+    def __str__(self) -> str:  # the dual classes below may inherit another __str__
+        return RuntimeError.__str__(self)
+
+
+_DUAL_CLASSES: dict[type, type] = {}
+
+
+def _call_error(role: str, rank: int, method: str, cause: BaseException | None, remote_traceback: str) -> WorkerCallError:
+    """A :class:`WorkerCallError` that is also an instance of ``type(cause)`` when Python allows it."""
+    cause_type = type(cause) if cause is not None else None
+    if cause_type is not None and cause_type not in _DUAL_CLASSES:
+        try:
+            _DUAL_CLASSES[cause_type] = type(f"WorkerCallError[{cause_type.__name__}]", (WorkerCallError, cause_type), {})
+        except TypeError:  # incompatible layouts (e.g. OSError subclasses): plain WorkerCallError
+            _DUAL_CLASSES[cause_type] = WorkerCallError
+    error_type = _DUAL_CLASSES.get(cause_type, WorkerCallError) if cause_type is not None else WorkerCallError
+    error = error_type.__new__(error_type)
+    WorkerCallError.__init__(error, role, rank, method, cause, remote_traceback)
+    return error
 
 
 class WorkerHost:
-    """The body of every actor: holds one worker object and calls its methods."""
+    """The body of every actor: sets the environment, builds one worker object, calls its methods."""
 
-    def __init__(self) -> None:
-        self.worker = None
+    def __init__(self, env: dict[str, str]):
+        os.environ.update(env)
+        self.worker: Any = None
 
     def node_ip_and_free_port(self) -> tuple[str, int]:
         import ray
@@ -48,106 +111,202 @@ class WorkerHost:
             port = probe.getsockname()[1]
         return ray.util.get_node_ip_address(), port
 
-    def start(self, env: dict[str, str], worker_cls: type, worker_kwargs: dict[str, Any]) -> int:
+    def node_id(self) -> str:
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+
+    def construct(self, env: dict[str, str], worker_cls: type, worker_kwargs: dict[str, Any]) -> int:
+        """Build the worker object with the rank environment in place; return this process's pid."""
         os.environ.update(env)
         self.worker = worker_cls(**worker_kwargs)
         return os.getpid()
 
-    def call(self, method: str, *args, **kwargs) -> Any:
+    def call(self, method: str, packed: tuple[tuple, dict]) -> Any:
+        args, kwargs = packed
         return getattr(self.worker, method)(*args, **kwargs)
 
-    def pid(self) -> int:
-        return os.getpid()
+    def call_with_first(self, method: str, first: Any, packed: tuple[tuple, dict]) -> Any:
+        args, kwargs = packed
+        return getattr(self.worker, method)(first, *args, **kwargs)
+
+
+def _local_ranks(node_ids: list[str]) -> list[int]:
+    """Index of each worker among the workers on the same node, in rank order."""
+    seen: Counter[str] = Counter()
+    local = []
+    for node in node_ids:
+        local.append(seen[node])
+        seen[node] += 1
+    return local
 
 
 class RayWorkerGroup:
-    """``world_size`` actors of ``actor_cls`` on the cluster's slots for ``role``.
+    """``world_size`` actors hosting ``actor_cls(**actor_kwargs)``, one per slot of ``role``.
 
-    Each process gets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``
-    (a free port on rank 0's node) and ``NEMO_DISTILL_ROLE``.
+    ``actor_cls`` is a plain class; it is pickled by reference, so it must be importable in the
+    workers (everything under ``nemo_distill`` is: ``init_ray`` puts the repo on their
+    ``PYTHONPATH``). ``env_vars`` are added to every worker's environment.
     """
 
-    def __init__(self, cluster: RayVirtualCluster, role: str, actor_cls: type, *, actor_kwargs: dict[str, Any],
-                 env_vars: dict[str, str] | None = None):
+    def __init__(
+        self,
+        cluster: RayVirtualCluster,
+        role: Role,
+        actor_cls: type,
+        *,
+        actor_kwargs: dict[str, Any],
+        env_vars: dict[str, str] | None = None,
+        startup_timeout_s: float = STARTUP_TIMEOUT_S,
+    ):
         import ray
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
         self.role = role
+        self.actor_name = actor_cls.__name__
+        self._died: WorkerDiedError | None = None
         slots = cluster.slots(role)
         if not slots:
             raise ValueError(f"role '{role}' has no slots in this cluster (check cluster.{role}_gpu_ids)")
+        self.world_size = len(slots)
+        base_env = {**(env_vars or {}), "NEMO_DISTILL_ROLE": role}
+        if not cluster.uses_gpus:
+            # CPU mode means CPU even on a GPU machine: Ray leaves a worker that asked for no GPU
+            # with every GPU visible, and torch would pick one up.
+            base_env["CUDA_VISIBLE_DEVICES"] = ""
         remote_host = ray.remote(WorkerHost)
-        self.actors = []
-        for rank, slot in enumerate(slots):
-            options = dict(
-                num_cpus=slot.cpu_fraction,
+        self._actors = [
+            remote_host.options(
+                num_cpus=slot.num_cpus,
                 num_gpus=slot.gpu_fraction,
-                name=None,
+                max_restarts=0,
                 scheduling_strategy=PlacementGroupSchedulingStrategy(
                     placement_group=slot.placement_group, placement_group_bundle_index=slot.bundle_index
                 ),
-            )
-            self.actors.append(remote_host.options(**options).remote())
-        master_addr, master_port = self._get(self.actors[0].node_ip_and_free_port.remote(), 0, "node_ip_and_free_port")
-        self.world_size = len(self.actors)
-        start_refs = []
-        for rank, actor in enumerate(self.actors):
-            env = {
-                "RANK": str(rank), "WORLD_SIZE": str(self.world_size), "LOCAL_RANK": "0",
-                "MASTER_ADDR": master_addr, "MASTER_PORT": str(master_port), "NEMO_DISTILL_ROLE": role,
-                **(env_vars or {}),
-            }
-            start_refs.append(actor.start.remote(env, actor_cls, actor_kwargs))
-        self.pids = self._wait_all(start_refs, "start")
+            ).remote(base_env)
+            for slot in slots
+        ]
+        try:
+            node_ids = self._wait([actor.node_id.remote() for actor in self._actors], "start", timeout_s=startup_timeout_s)
+            master_addr, master_port = self._wait([self._actors[0].node_ip_and_free_port.remote()], "node_ip_and_free_port", ranks=[0])[0]
+            local_ranks = [0] * self.world_size if cluster.uses_gpus else _local_ranks(node_ids)
+            construct_refs = []
+            for rank, actor in enumerate(self._actors):
+                rank_env = {
+                    "RANK": str(rank),
+                    "WORLD_SIZE": str(self.world_size),
+                    "LOCAL_RANK": str(local_ranks[rank]),
+                    "MASTER_ADDR": master_addr,
+                    "MASTER_PORT": str(master_port),
+                }
+                construct_refs.append(actor.construct.remote(rank_env, actor_cls, actor_kwargs))
+            self.pids: list[int] = self._wait(construct_refs, f"{self.actor_name}.__init__")
+        except BaseException:
+            # Surviving ranks may be blocked in init_process_group waiting for the failed one.
+            self.shutdown()
+            raise
+        log.info("started %d %s worker(s) of %s", self.world_size, role, self.actor_name)
 
-    def _get(self, ref, rank: int, method: str) -> Any:
-        return self._wait_all([ref], method, ranks=[rank])[0]
+    # -- waiting -------------------------------------------------------------------------------
 
-    def _wait_all(self, refs: list, method: str, ranks: list[int] | None = None) -> list[Any]:
-        """Results in order; the first failing worker raises at once (others may be stuck in a collective)."""
+    def _wait(self, refs: list, method: str, *, ranks: list[int] | None = None, timeout_s: float | None = None) -> list[Any]:
+        """Results of ``refs`` (one per rank) in order; the first failure raises immediately."""
         import ray
-        from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayTaskError
 
-        ranks = ranks if ranks is not None else list(range(len(refs)))
+        ranks = list(range(len(refs))) if ranks is None else ranks
         rank_of = {ref: rank for ref, rank in zip(refs, ranks)}
         results: dict[Any, Any] = {}
         pending = list(refs)
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while pending:
             ready, pending = ray.wait(pending, num_returns=1, timeout=POLL_INTERVAL_S)
             for ref in ready:
-                try:
-                    results[ref] = ray.get(ref)
-                except (ActorDiedError, ActorUnavailableError, RayActorError) as err:
-                    if isinstance(err, RayTaskError):
-                        raise WorkerCallError(self.role, rank_of[ref], method, err) from err
-                    raise WorkerDiedError(self.role, rank_of[ref], err) from err
-                except RayTaskError as err:
-                    raise WorkerCallError(self.role, rank_of[ref], method, err) from err
+                results[ref] = self._get(ref, rank_of[ref], method)
+            if deadline is not None and pending and time.monotonic() > deadline:
+                stuck = sorted(rank_of[ref] for ref in pending)
+                raise TimeoutError(
+                    f"{self.role} worker rank(s) {stuck} did not start within {timeout_s:.0f} s: Ray cannot schedule them "
+                    f"(resources: {ray.available_resources()})"
+                )
         return [results[ref] for ref in refs]
 
-    def call_all(self, method: str, *args, **kwargs) -> list[Any]:
-        """``method(*args, **kwargs)`` on every worker; results in rank order."""
-        refs = [actor.call.remote(method, *args, **kwargs) for actor in self.actors]
-        return self._wait_all(refs, method)
+    def _get(self, ref: Any, rank: int, method: str) -> Any:
+        import ray
+        from ray import exceptions as ray_errors
 
-    def call_sharded(self, method: str, shards: list[Any], *, shard_of_rank: Callable[[int], int], **kwargs) -> list[Any]:
-        """Worker ``r`` gets ``shards[shard_of_rank(r)]`` as first argument."""
+        died_types = (ray_errors.RayActorError, ray_errors.WorkerCrashedError, ray_errors.NodeDiedError, ray_errors.OutOfMemoryError)
+        try:
+            return ray.get(ref)
+        except ray_errors.RayTaskError as err:
+            # Checked first: a RayTaskError may also be an instance of its cause's type.
+            cause = err.cause if isinstance(err.cause, BaseException) else None
+            if isinstance(cause, died_types):  # the worker called another actor that died
+                raise self._mark_died(rank, f"while running {method}(): {cause}") from err
+            remote_traceback = "remote traceback:\n" + _ANSI_ESCAPE.sub("", str(err))
+            raise _call_error(self.role, rank, method, cause, remote_traceback) from err
+        except died_types as err:
+            raise self._mark_died(rank, f"while running {method}(): {err}") from err
+
+    def _mark_died(self, rank: int, detail: str) -> WorkerDiedError:
+        self._died = WorkerDiedError(self.role, rank, detail)
+        return self._died
+
+    def _check_alive(self) -> None:
+        if not self._actors:
+            raise RuntimeError(f"the {self.role} worker group has been shut down")
+        if self._died is not None:
+            raise WorkerDiedError(
+                self._died.role, self._died.rank, f"earlier, so this {self.role} group is unusable (shut it down): {self._died}"
+            )
+
+    # -- calls ---------------------------------------------------------------------------------
+
+    def call_all(self, method: str, *args: Any, **kwargs: Any) -> list[Any]:
+        """``method(*args, **kwargs)`` on every worker; results in rank order.
+
+        The arguments are stored in Ray's object store once and shared by all workers.
+        """
         import ray
 
-        shard_refs = [ray.put(shard) for shard in shards]  # one copy per shard, shared by its ranks
-        refs = [actor.call.remote(method, shard_refs[shard_of_rank(rank)], **kwargs) for rank, actor in enumerate(self.actors)]
-        return self._wait_all(refs, method)
+        self._check_alive()
+        packed = ray.put((args, kwargs))
+        return self._wait([actor.call.remote(method, packed) for actor in self._actors], method)
 
-    def call_rank(self, rank: int, method: str, *args, **kwargs) -> Any:
-        return self._get(self.actors[rank].call.remote(method, *args, **kwargs), rank, method)
+    def call_sharded(
+        self, method: str, shards: list[Any], *, shard_of_rank: Callable[[int], int] | None = None, **kwargs: Any
+    ) -> list[Any]:
+        """Worker ``r`` runs ``method(shards[shard_of_rank(r)], **kwargs)``; results in rank order.
+
+        ``shard_of_rank`` defaults to the identity (then ``len(shards)`` must equal ``world_size``);
+        ranks mapped to the same shard (e.g. tensor-parallel peers) share one stored copy.
+        """
+        import ray
+
+        self._check_alive()
+        shard_of_rank = shard_of_rank or (lambda rank: rank)
+        indices = [shard_of_rank(rank) for rank in range(self.world_size)]
+        bad = [(rank, index) for rank, index in enumerate(indices) if not 0 <= index < len(shards)]
+        if bad:
+            raise ValueError(f"call_sharded({method!r}): shard_of_rank maps (rank, shard) {bad} outside the {len(shards)} shards given")
+        shard_refs = {index: ray.put(shards[index]) for index in sorted(set(indices))}
+        packed = ray.put(((), kwargs))
+        refs = [actor.call_with_first.remote(method, shard_refs[indices[rank]], packed) for rank, actor in enumerate(self._actors)]
+        return self._wait(refs, method)
+
+    def call_rank(self, rank: int, method: str, *args: Any, **kwargs: Any) -> Any:
+        """``method(*args, **kwargs)`` on worker ``rank`` only."""
+        self._check_alive()
+        if not 0 <= rank < self.world_size:
+            raise ValueError(f"rank {rank} is out of range for the {self.role} group of {self.world_size} worker(s)")
+        return self._wait([self._actors[rank].call.remote(method, (args, kwargs))], method, ranks=[rank])[0]
 
     def shutdown(self) -> None:
+        """Kill every worker process (idempotent). Blocked or dead workers are fine to kill."""
         import ray
 
-        for actor in self.actors:
+        for actor in self._actors:
             try:
-                ray.kill(actor)
-            except Exception:  # already dead
-                pass
-        self.actors = []
-        time.sleep(0)  # let Ray process the kills before new actors ask for the same bundles
+                ray.kill(actor, no_restart=True)
+            except Exception as err:  # already dead, or Ray is shutting down
+                log.debug("killing a %s worker: %s", self.role, err)
+        self._actors = []

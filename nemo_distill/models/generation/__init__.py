@@ -1,9 +1,15 @@
-"""Generation: student rollouts.
+"""Generation: student rollouts and weight refit from the policy. A map:
 
 * :mod:`.config`       -- ``GenerationConfig`` (``policy.generation``), ``VllmConfig``
-* :mod:`.interfaces`   -- ``SamplingParams``, ``GenerationRequest``, ``GeneratedSample``, ``GenerationOutput``
-* :mod:`.hf_backend`   -- ``HFGenerationWorker`` (transformers ``generate``; CPU and GPU)
-* :mod:`.vllm_backend` -- ``VllmGenerationWorker`` (optional ``vllm`` extra; GPU)
-* :mod:`.refit`        -- bucketed weight transfer policy -> generation
-* :mod:`.group`        -- ``GenerationWorkerGroup`` on the ``inference`` slots
+* :mod:`.interfaces`   -- messages (``SamplingParams``, ``GenerationRequest``, ``GeneratedSample``,
+  ``GenerationOutput``, ``WeightUpdateStats``), ``GenerationInterface``, the log-prob convention
+* :mod:`.hf_backend`   -- ``HFGenerationWorker``: transformers ``generate``, CPU and GPU
+* :mod:`.vllm_backend` -- ``VllmGenerationWorker``: vLLM's public API (optional ``vllm`` extra, GPU)
+* :mod:`.refit`        -- ``bucket_state_dict``, ``refit_generation_from_policy``: policy weights ->
+  generation workers in bounded buckets through Ray's object store
+* :mod:`.group`        -- ``GenerationWorkerGroup``: one worker per ``inference`` slot, prompts split
+  across them, outputs merged in prompt order
+
+A new backend: a worker class with the ``GenerationInterface`` methods, registered in
+``group.GENERATION_BACKENDS`` under its ``policy.generation.backend`` name.
 """

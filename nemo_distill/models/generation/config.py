@@ -1,29 +1,51 @@
-"""``policy.generation``: how student rollouts are sampled and which engine samples them."""
+"""``policy.generation``: how student rollouts are sampled and which engine samples them.
+
+:class:`~nemo_distill.models.generation.interfaces.SamplingParams` (the per-request message)
+is built from this section with ``SamplingParams.from_config(cfg, n=...)`` and re-exported here.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Literal
 
+from nemo_distill.models.generation.interfaces import SamplingParams  # re-exported: built from this section
+
+__all__ = ["GenerationConfig", "SamplingParams", "VllmConfig"]
+
 
 @dataclass
 class VllmConfig:
-    max_model_len: int = 4096  # must cover policy.max_total_sequence_length
-    gpu_memory_utilization: float = field(default=0.6, metadata={"gt": 0.0, "le": 1.0})
-    tensor_parallel_size: int = field(default=1, metadata={"ge": 1})
-    enforce_eager: bool = False
-    enable_sleep_mode: bool = True  # free KV cache and weights between rollouts (colocated mode)
+    """``policy.generation.vllm_cfg``: engine settings of the vLLM backend (ignored by ``hf``)."""
+
+    max_model_len: int = field(default=4096, metadata={"ge": 1})  # prompt + response tokens; must cover policy.max_total_sequence_length
+    gpu_memory_utilization: float = field(default=0.6, metadata={"gt": 0.0, "le": 1.0})  # share of the GPU vLLM may take
+    tensor_parallel_size: int = field(default=1, metadata={"ge": 1})  # GPUs per vLLM engine (only 1 is supported yet)
+    enforce_eager: bool = False  # true: no CUDA graphs (slower decode, faster start, less memory)
+    enable_sleep_mode: bool = True  # offload weights / drop the KV cache between rollouts (colocated mode)
 
 
 @dataclass
 class GenerationConfig:
-    backend: Literal["hf", "vllm"] = "hf"  # vllm needs the `vllm` extra and a GPU
+    """``policy.generation``: sampling of student rollouts and the engine that samples them."""
+
+    backend: Literal["hf", "vllm"] = "hf"  # hf: transformers generate (CPU and GPU); vllm: the `vllm` extra, GPU only
     temperature: float = field(default=1.0, metadata={"ge": 0.0})  # 0 = greedy
-    top_p: float = field(default=1.0, metadata={"gt": 0.0, "le": 1.0})
-    top_k: int | None = None  # None or 0: no top-k filter
-    max_new_tokens: int = field(default=256, metadata={"ge": 1})
-    stop_strings: list[str] | None = None  # cut the response after the first of these
-    seed: int | None = None  # sampling seed (per call: seed + call index)
-    max_batch_size: int = field(default=64, metadata={"ge": 1})  # sequences per HF generate call
-    refit_bucket_mb: int = field(default=512, metadata={"ge": 1})  # weight transfer bucket size
+    top_p: float = field(default=1.0, metadata={"gt": 0.0, "le": 1.0})  # nucleus filter; 1.0 = off
+    top_k: int | None = field(default=None, metadata={"ge": 0})  # keep the k most likely tokens; None or 0 = off
+    max_new_tokens: int = field(default=256, metadata={"ge": 1})  # response length limit (finish_reason "length")
+    stop_strings: list[str] | None = None  # end a response after the first of these (kept in the response)
+    seed: int | None = None  # the k-th generate call of a worker uses seed + k: reproducible runs, fresh samples per call
+    max_batch_size: int = field(default=64, metadata={"ge": 1})  # hf: sequences (prompts x n) per generate call
+    refit_bucket_mb: int = field(default=512, metadata={"ge": 1})  # policy -> generation weight transfer bucket size
     vllm_cfg: VllmConfig = field(default_factory=VllmConfig)
+
+    def __post_init__(self) -> None:
+        if self.stop_strings is not None and any(not stop for stop in self.stop_strings):
+            raise ValueError(f"stop_strings {self.stop_strings!r} contains an empty string, which would stop every response at once")
+        if self.backend == "vllm" and self.vllm_cfg.tensor_parallel_size != 1:
+            raise ValueError(
+                f"vllm_cfg.tensor_parallel_size={self.vllm_cfg.tensor_parallel_size} is not supported yet: "
+                "each inference slot runs one single-GPU vLLM engine (data parallel); set it to 1"
+            )
+

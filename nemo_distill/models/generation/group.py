@@ -1,51 +1,86 @@
-"""GenerationWorkerGroup: rollouts spread over the ``inference`` slots, results in prompt order."""
+"""``GenerationWorkerGroup``: rollouts spread over the ``inference`` slots, results in prompt order.
+
+One backend worker per inference slot, each a full model replica (data parallel). A request's
+prompts are split into contiguous, balanced chunks (sizes differ by at most one), one per
+worker; every prompt's ``n`` samples stay on one worker, and the outputs are merged back
+prompt-major with global prompt indices.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 from nemo_distill.distributed.virtual_cluster import RayVirtualCluster
 from nemo_distill.distributed.worker_group import RayWorkerGroup
 from nemo_distill.models.generation.config import GenerationConfig
-from nemo_distill.models.generation.interfaces import GenerationOutput, GenerationRequest
+from nemo_distill.models.generation.hf_backend import HFGenerationWorker
+from nemo_distill.models.generation.interfaces import GeneratedSample, GenerationOutput, GenerationRequest, WeightUpdateStats
+from nemo_distill.models.generation.vllm_backend import VllmGenerationWorker
 from nemo_distill.models.loading import TokenizerConfig
 
+# ``policy.generation.backend`` -> worker class (both import their engines lazily, in the worker).
+GENERATION_BACKENDS: dict[str, type] = {"hf": HFGenerationWorker, "vllm": VllmGenerationWorker}
 
-def backend_class(backend: str) -> type:
-    if backend == "hf":
-        from nemo_distill.models.generation.hf_backend import HFGenerationWorker
 
-        return HFGenerationWorker
-    if backend == "vllm":
-        from nemo_distill.models.generation.vllm_backend import VllmGenerationWorker
+def split_evenly(num_items: int, num_parts: int) -> list[tuple[int, int]]:
+    """``num_parts`` contiguous ``(start, stop)`` ranges covering ``range(num_items)``, sizes within one."""
+    base, extra = divmod(num_items, num_parts)
+    ranges, start = [], 0
+    for part in range(num_parts):
+        stop = start + base + (1 if part < extra else 0)
+        ranges.append((start, stop))
+        start = stop
+    return ranges
 
-        return VllmGenerationWorker
-    raise ValueError(f"policy.generation.backend '{backend}' is not one of ['hf', 'vllm']")
+
+def merge_outputs(outputs: list[GenerationOutput], starts: list[int]) -> GenerationOutput:
+    """Concatenate per-worker outputs, shifting each worker's local prompt indices by its ``start``."""
+    samples: list[GeneratedSample] = []
+    for output, start in zip(outputs, starts):
+        for sample in output.samples:
+            sample.prompt_index += start
+            samples.append(sample)
+    return GenerationOutput(samples=samples)
 
 
 class GenerationWorkerGroup:
-    def __init__(self, cluster: RayVirtualCluster, cfg: GenerationConfig, model_name: str, *,
-                 tokenizer_cfg: TokenizerConfig | None = None, precision: str = "auto"):
+    """Typed driver handle on the generation workers (``policy.generation``)."""
+
+    def __init__(
+        self,
+        cluster: RayVirtualCluster,
+        cfg: GenerationConfig,
+        model_name: str,
+        *,
+        tokenizer_cfg: TokenizerConfig | None = None,
+        precision: str = "auto",
+    ):
+        if cfg.backend not in GENERATION_BACKENDS:
+            raise ValueError(f"policy.generation.backend '{cfg.backend}' is not one of {sorted(GENERATION_BACKENDS)}")
+        if cfg.backend == "vllm" and not cluster.uses_gpus:
+            raise ValueError("policy.generation.backend=vllm needs GPUs (cluster.gpus_per_node > 0); use backend=hf on CPU")
         self.cfg = cfg
-        self.workers = RayWorkerGroup(cluster, "inference", backend_class(cfg.backend), actor_kwargs={
-            "model_name": model_name, "cfg": cfg, "precision": precision, "tokenizer_cfg": tokenizer_cfg,
-        })
+        self.workers = RayWorkerGroup(
+            cluster,
+            "inference",
+            GENERATION_BACKENDS[cfg.backend],
+            actor_kwargs={"model_name": model_name, "cfg": cfg, "precision": precision, "tokenizer_cfg": tokenizer_cfg},
+        )
+
+    @property
+    def world_size(self) -> int:
+        return self.workers.world_size
 
     def generate(self, request: GenerationRequest) -> GenerationOutput:
-        """Prompts split into contiguous chunks, one per worker; samples merged back prompt-major."""
-        num_workers = self.workers.world_size
-        prompts = request.prompt_token_ids
-        per_worker = -(-len(prompts) // num_workers)
-        starts = list(range(0, len(prompts), per_worker))
-        chunks = [GenerationRequest(prompts[start : start + per_worker], request.sampling) for start in starts]
-        chunks += [GenerationRequest([], request.sampling)] * (num_workers - len(chunks))
-        results = self.workers.call_sharded("generate", chunks, shard_of_rank=lambda rank: rank)
-        samples = []
-        for start, result in zip(starts, results):
-            for sample in result.samples:
-                sample.prompt_index += start
-                samples.append(sample)
-        return GenerationOutput(samples=samples)
+        """All ``n`` samples of every prompt, prompt-major, prompt indices into ``request``'s prompts."""
+        request.sampling.validate()  # fail on the driver before any worker starts
+        ranges = split_evenly(len(request.prompt_token_ids), self.world_size)
+        chunks = [GenerationRequest(request.prompt_token_ids[start:stop], request.sampling) for start, stop in ranges]
+        outputs = self.workers.call_sharded("generate", chunks)
+        return merge_outputs(outputs, [start for start, _ in ranges])
 
-    def update_weights_from_refs(self, refs: list) -> int:
+    def update_weights_from_refs(self, refs: list[Any]) -> WeightUpdateStats:
+        """Every worker loads the buckets behind ``refs``; returns rank 0's stats (all load the same)."""
         return self.workers.call_all("update_weights_from_refs", refs)[0]
 
     def sleep(self) -> None:
@@ -53,6 +88,10 @@ class GenerationWorkerGroup:
 
     def wake_up(self) -> None:
         self.workers.call_all("wake_up")
+
+    def get_lifecycle_events(self) -> list[list[str]]:
+        """Each worker's sleep / wake_up history (for call-order tests)."""
+        return self.workers.call_all("get_lifecycle_events")
 
     def peak_memory_gib(self) -> list[float]:
         return self.workers.call_all("peak_memory_gib")

@@ -1,139 +1,326 @@
-"""Rollouts with HF transformers ``generate``: batched, left-padded, CPU or GPU.
+"""Rollouts with HF transformers ``generate``: batched, left-padded, on CPU or GPU.
 
-Sampling follows :class:`SamplingParams`; ``temperature == 0`` is greedy. The returned
-log-probs are those of the RAW model (temperature 1, no top-p/top-k), so after a refit they
-equal the policy's ``get_logprobs`` on the same tokens (up to padding-side numerics).
+What happens in one :meth:`HFGenerationWorker.generate` call:
+
+* prompts are left-padded (new tokens are appended on the right, so every prompt must end in
+  the last column) and run in chunks of at most ``max_batch_size`` sequences (prompts x ``n``);
+* sampling: ``temperature == 0`` is greedy (one decode per prompt, copied ``n`` times), else
+  temperature -> top-k -> top-p, applied by our own processors *after* a recorder that sees the
+  raw logits, so ``response_logprobs`` follow the raw-logit convention of
+  :mod:`~nemo_distill.models.generation.interfaces` while holding one ``[rows, V]`` fp32 step at a
+  time (``output_logits=True`` would keep every step's ``[rows, V]`` until the end);
+* responses end at the first EOS token (kept, ``"stop"``), right after the first stop string
+  (tokens: the shortest prefix whose text contains it; text: cut right after it; ``"stop"``), or
+  at ``max_new_tokens`` (``"length"``);
+* seeding: the worker's ``k``-th call runs ``torch.manual_seed(seed + k)`` when ``seed`` is set.
+
+The model's own ``generation_config`` (a hub model may ship e.g. ``repetition_penalty`` or
+``top_k``) is replaced by a neutral one at load time: sampling is exactly what
+:class:`SamplingParams` says. No static cache / ``torch.compile``: rollouts of the models this
+backend targets (tiny and small models; vLLM for the large ones) are dominated by Python
+overhead that compilation does not remove for variable-length batches.
 """
 
 from __future__ import annotations
+
+import bisect
+import logging
+from typing import Any, Callable, Iterable, Mapping
 
 import torch
 
 from nemo_distill.data.collate import left_pad
 from nemo_distill.models.generation.config import GenerationConfig
-from nemo_distill.models.generation.interfaces import GeneratedSample, GenerationOutput, GenerationRequest, SamplingParams
+from nemo_distill.models.generation.interfaces import (
+    FinishReason,
+    GeneratedSample,
+    GenerationOutput,
+    GenerationRequest,
+    SamplingParams,
+    WeightUpdateStats,
+)
+from nemo_distill.models.generation.refit import fetch_buckets, tensor_nbytes
 from nemo_distill.models.loading import TokenizerConfig, load_causal_lm, load_tokenizer
 
+log = logging.getLogger(__name__)
 
-def cut_at_stop_string(token_ids: list[int], tokenizer, stop_strings: list[str]) -> tuple[list[int], bool]:
-    """Shortest prefix of ``token_ids`` whose text contains a stop string (the stop string kept)."""
-    text = tokenizer.decode(token_ids, skip_special_tokens=True)
-    if not any(stop in text for stop in stop_strings):
-        return token_ids, False
-    for end in range(1, len(token_ids) + 1):
-        prefix_text = tokenizer.decode(token_ids[:end], skip_special_tokens=True)
-        if any(stop in prefix_text for stop in stop_strings):
-            return token_ids[:end], True
-    return token_ids, True
+PRECISIONS = ("auto", "float32", "bfloat16")
+
+
+def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """``auto``: bf16 on GPU, fp32 on CPU (bf16 matmuls are slow and imprecise on CPU)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision '{precision}' is not one of {list(PRECISIONS)}")
+    if precision == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return torch.bfloat16 if precision == "bfloat16" else torch.float32
+
+
+class RawLogprobRecorder:
+    """A logits processor, first in the chain, recording log p(sampled token) under the RAW logits.
+
+    ``generate`` calls processors once per step with the ids so far and that step's raw logits
+    ``[rows, V]``; the token sampled at step ``t`` is only known at step ``t + 1`` (or after the
+    last step, see :meth:`finish`), so only one step's fp32 log-softmax is kept at a time.
+    """
+
+    def __init__(self) -> None:
+        self._previous: torch.Tensor | None = None  # [rows, V] fp32 log-probs of the last step
+        self._per_step: list[torch.Tensor] = []  # [rows] log-probs of the tokens sampled so far
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if self._previous is not None:
+            self._per_step.append(self._previous.gather(1, input_ids[:, -1:]).squeeze(1))
+        self._previous = torch.log_softmax(scores.float(), dim=-1)
+        return scores
+
+    def finish(self, generated: torch.Tensor) -> torch.Tensor:
+        """``[rows, G]`` log-probs of the ``G`` generated tokens ``generated`` ``[rows, G]``."""
+        if self._previous is None:
+            return torch.zeros(generated.shape[0], 0)
+        steps = [*self._per_step, self._previous.gather(1, generated[:, -1:]).squeeze(1)]
+        if len(steps) != generated.shape[1]:
+            raise RuntimeError(f"recorded {len(steps)} decode steps but generate returned {generated.shape[1]} new tokens")
+        return torch.stack(steps, dim=1).cpu()
+
+
+def sampling_processors(sampling: SamplingParams) -> list[Any]:
+    """HF logits warpers for temperature, top-k, top-p (in HF's own order); none when greedy."""
+    from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+    if sampling.is_greedy:
+        return []
+    processors: list[Any] = []
+    if sampling.temperature != 1.0:
+        processors.append(TemperatureLogitsWarper(sampling.temperature))
+    if sampling.top_k_or_none is not None:
+        processors.append(TopKLogitsWarper(top_k=sampling.top_k_or_none))
+    if sampling.top_p < 1.0:
+        processors.append(TopPLogitsWarper(top_p=sampling.top_p))
+    return processors
+
+
+def _first_stop_end(text: str, stop_strings: list[str]) -> int | None:
+    """Character index right after the earliest-ending stop string in ``text``, or None."""
+    ends = [text.find(stop) + len(stop) for stop in stop_strings if stop in text]
+    return min(ends) if ends else None
+
+
+def finalize_response(
+    token_ids: list[int],
+    logprobs: list[float],
+    *,
+    eos_token_ids: set[int],
+    stop_strings: list[str] | None,
+    decode: Callable[[list[int]], str],
+) -> tuple[list[int], list[float], str, FinishReason]:
+    """Cut one generated row at its first EOS or stop string; return ``(tokens, logprobs, text, reason)``.
+
+    ``decode`` turns token ids into text (special tokens skipped). EOS is kept in the tokens;
+    for a stop string the tokens are the shortest prefix whose text contains it (the last token
+    may carry characters beyond it) and the text is cut right after it.
+    """
+    end, reason = len(token_ids), "length"
+    for position, token in enumerate(token_ids):
+        if token in eos_token_ids:
+            end, reason = position + 1, "stop"
+            break
+    cut_text_at_stop = False
+    if stop_strings and _first_stop_end(decode(token_ids[:end]), stop_strings) is not None:
+        # Decoded text grows with the token prefix, so "contains a stop string" is monotone in the
+        # prefix length: binary search for the shortest such prefix.
+        contains = lambda length: _first_stop_end(decode(token_ids[:length]), stop_strings) is not None  # noqa: E731
+        end = bisect.bisect_left(range(end + 1), True, key=contains)
+        reason, cut_text_at_stop = "stop", True
+    text = decode(token_ids[:end])
+    if cut_text_at_stop:
+        text = text[: _first_stop_end(text, stop_strings or [])]
+    return token_ids[:end], logprobs[:end], text, reason
 
 
 class HFGenerationWorker:
-    """One generation replica (a Ray actor in ``GenerationWorkerGroup``; usable directly too)."""
+    """One generation replica (a Ray actor of ``GenerationWorkerGroup``; usable in-process too).
 
-    def __init__(self, model_name: str, cfg: GenerationConfig, *, precision: str = "auto", tokenizer_cfg: TokenizerConfig | None = None):
+    Device: the first visible GPU if any (inside Ray, the slot's GPU), else CPU.
+    """
+
+    def __init__(
+        self,
+        model_name: str,
+        cfg: GenerationConfig,
+        *,
+        precision: str = "auto",
+        tokenizer_cfg: TokenizerConfig | None = None,
+    ):
+        from transformers import GenerationConfig as HFGenerationConfig
+
         self.cfg = cfg
         self.device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
-        gpu = self.device.type == "cuda"
-        dtype = torch.bfloat16 if (precision == "bfloat16" or (precision == "auto" and gpu)) else torch.float32
-        self.model = load_causal_lm(model_name, dtype=dtype, device=self.device).eval()
+        self.dtype = resolve_dtype(precision, self.device)
         self.tokenizer = load_tokenizer(model_name, tokenizer_cfg)
-        self.eos_token_ids = self._eos_ids()
-        self.calls = 0
+        self.model = load_causal_lm(model_name, dtype=self.dtype, device=self.device).eval()
+        self.model.requires_grad_(False)
+        self.eos_token_ids = self._eos_token_ids()
+        self.pad_token_id = int(self.tokenizer.pad_token_id)
+        self.model.generation_config = HFGenerationConfig(
+            bos_token_id=self.tokenizer.bos_token_id, eos_token_id=sorted(self.eos_token_ids), pad_token_id=self.pad_token_id
+        )
+        self.num_generate_calls = 0
+        self.is_asleep = False
+        self.lifecycle_events: list[str] = []  # "sleep" / "wake_up" / "auto_wake_up", in call order
 
-    def _eos_ids(self) -> set[int]:
-        ids = set()
-        config_eos = self.model.generation_config.eos_token_id
-        for value in (config_eos if isinstance(config_eos, list) else [config_eos]) + [self.tokenizer.eos_token_id]:
-            if value is not None:
-                ids.add(int(value))
+    def _eos_token_ids(self) -> set[int]:
+        """EOS ids from the model's generation config (may be a list) plus the tokenizer's."""
+        configured = self.model.generation_config.eos_token_id if self.model.generation_config is not None else None
+        values = configured if isinstance(configured, list) else [configured]
+        ids = {int(value) for value in [*values, self.tokenizer.eos_token_id] if value is not None}
+        if not ids:
+            raise ValueError("the model and tokenizer define no EOS token; generation could never stop by itself")
         return ids
 
-    @torch.no_grad()
-    def _generate_chunk(self, prompts: list[list[int]], sampling: SamplingParams) -> list[GeneratedSample]:
-        input_ids, attention_mask = left_pad(prompts, self.tokenizer.pad_token_id)
-        greedy = sampling.temperature == 0
-        kwargs = dict(
-            input_ids=input_ids.to(self.device), attention_mask=attention_mask.to(self.device),
-            max_new_tokens=sampling.max_new_tokens, do_sample=not greedy, num_return_sequences=sampling.n,
-            output_logits=True, return_dict_in_generate=True, pad_token_id=self.tokenizer.pad_token_id,
-            eos_token_id=sorted(self.eos_token_ids),
-        )
-        if not greedy:
-            kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k or 0)
-        if sampling.stop_strings:
-            kwargs.update(stop_strings=sampling.stop_strings, tokenizer=self.tokenizer)
-        output = self.model.generate(**kwargs)
-        new_tokens = output.sequences[:, input_ids.shape[1]:].cpu()
-        # Gather per step so the fp32 log-softmax of only one [rows, V] step exists at a time.
-        token_logprobs = torch.stack(
-            [torch.log_softmax(step.float(), dim=-1).gather(-1, output.sequences[:, input_ids.shape[1] + j, None]).squeeze(-1)
-             for j, step in enumerate(output.logits)], dim=1,
-        ).cpu() if output.logits else torch.zeros(new_tokens.shape[0], 0)
-        samples = []
-        for row in range(new_tokens.shape[0]):
-            tokens = new_tokens[row].tolist()
-            finish = "length"
-            for position, token in enumerate(tokens):
-                if token in self.eos_token_ids:
-                    tokens, finish = tokens[: position + 1], "stop"
-                    break
-            if sampling.stop_strings:
-                tokens, stopped = cut_at_stop_string(tokens, self.tokenizer, sampling.stop_strings)
-                finish = "stop" if stopped else finish
-            logprobs = token_logprobs[row, : len(tokens)].tolist()
-            text = self.tokenizer.decode(tokens, skip_special_tokens=True)
-            for stop in sampling.stop_strings or []:
-                if stop in text:
-                    text = text[: text.index(stop) + len(stop)]
-            samples.append(GeneratedSample(prompt_index=row // sampling.n, response_token_ids=tokens, response_logprobs=logprobs,
-                                           text=text, finish_reason=finish))
-        return samples
+    def _decode(self, token_ids: list[int]) -> str:
+        return self.tokenizer.decode(token_ids, skip_special_tokens=True)
+
+    # -- generation ------------------------------------------------------------------------
 
     def generate(self, request: GenerationRequest) -> GenerationOutput:
-        """All ``n`` samples of every prompt, prompt-major, in chunks of ``max_batch_size`` sequences."""
+        """All ``n`` samples of every prompt, prompt-major (see the module docstring)."""
         sampling = request.sampling
+        sampling.validate()
+        empty = [i for i, prompt in enumerate(request.prompt_token_ids) if len(prompt) == 0]
+        if empty:
+            raise ValueError(f"prompts {empty[:5]} are empty; every prompt needs at least one token")
         if sampling.seed is not None:
-            torch.manual_seed(sampling.seed + self.calls)
-        self.calls += 1
-        prompts_per_chunk = max(1, self.cfg.max_batch_size // sampling.n)
+            torch.manual_seed(sampling.seed + self.num_generate_calls)
+        self.num_generate_calls += 1
+        if not request.prompt_token_ids:
+            return GenerationOutput(samples=[])
+        if self.is_asleep:
+            # The caller forgot wake_up() (e.g. validation between colocated steps): serve the
+            # request, but give the memory back afterwards as the caller expects.
+            log.warning("generate() called while asleep: waking up for this call")
+            self._move_model(self.device)
+            self.lifecycle_events.append("auto_wake_up")
+            try:
+                return self._generate_awake(request.prompt_token_ids, sampling)
+            finally:
+                self._move_model(torch.device("cpu"))
+        return self._generate_awake(request.prompt_token_ids, sampling)
+
+    def _generate_awake(self, prompts: list[list[int]], sampling: SamplingParams) -> GenerationOutput:
+        rows_per_prompt = 1 if sampling.is_greedy else sampling.n
+        prompts_per_chunk = max(1, self.cfg.max_batch_size // rows_per_prompt)
         samples: list[GeneratedSample] = []
-        for start in range(0, len(request.prompt_token_ids), prompts_per_chunk):
-            chunk = self._generate_chunk(request.prompt_token_ids[start : start + prompts_per_chunk], sampling)
-            for sample in chunk:
+        for start in range(0, len(prompts), prompts_per_chunk):
+            for sample in self._generate_chunk(prompts[start : start + prompts_per_chunk], sampling):
                 sample.prompt_index += start
-            samples.extend(chunk)
+                samples.append(sample)
         return GenerationOutput(samples=samples)
 
-    def update_weights(self, bucket: dict[str, torch.Tensor]) -> int:
-        """Load one bucket of HF-named tensors in place; unknown names are an error."""
-        own = self.model.state_dict()
-        unknown = [name for name in bucket if name not in own]
-        if unknown:
-            raise KeyError(f"refit: the generation model has no parameters named {unknown[:5]}")
-        with torch.no_grad():
+    @torch.inference_mode()
+    def _generate_chunk(self, prompts: list[list[int]], sampling: SamplingParams) -> list[GeneratedSample]:
+        from transformers import GenerationConfig as HFGenerationConfig
+        from transformers import LogitsProcessorList
+
+        input_ids, attention_mask = left_pad(prompts, self.pad_token_id)
+        # HF refuses num_return_sequences > 1 for greedy search; greedy samples are identical anyway.
+        rows_per_prompt = 1 if sampling.is_greedy else sampling.n
+        sampling_kwargs = {} if sampling.is_greedy else {"temperature": 1.0, "top_k": 0, "top_p": 1.0}  # ours apply them
+        generation_config = HFGenerationConfig(
+            max_new_tokens=sampling.max_new_tokens,
+            do_sample=not sampling.is_greedy,
+            num_return_sequences=rows_per_prompt,
+            eos_token_id=sorted(self.eos_token_ids),
+            pad_token_id=self.pad_token_id,
+            stop_strings=sampling.stop_strings,
+            **sampling_kwargs,
+        )
+        recorder = RawLogprobRecorder()
+        sequences = self.model.generate(
+            input_ids=input_ids.to(self.device),
+            attention_mask=attention_mask.to(self.device),
+            generation_config=generation_config,
+            logits_processor=LogitsProcessorList([recorder, *sampling_processors(sampling)]),
+            tokenizer=self.tokenizer if sampling.stop_strings else None,
+        )
+        generated = sequences[:, input_ids.shape[1] :]
+        logprobs = recorder.finish(generated)
+        generated = generated.cpu()
+        samples = []
+        for row in range(generated.shape[0]):
+            tokens, token_logprobs, text, reason = finalize_response(
+                generated[row].tolist(),
+                logprobs[row].tolist(),
+                eos_token_ids=self.eos_token_ids,
+                stop_strings=sampling.stop_strings,
+                decode=self._decode,
+            )
+            for _ in range(sampling.n if sampling.is_greedy else 1):
+                samples.append(GeneratedSample(row // rows_per_prompt, list(tokens), list(token_logprobs), text, reason))
+        return samples
+
+    # -- weights ---------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def update_weights(self, weight_buckets: Iterable[Mapping[str, torch.Tensor]], *, strict: bool = True) -> WeightUpdateStats:
+        """Copy HF-named tensors into the model in place, one bucket at a time.
+
+        Tensors are cast to the model's dtype and device (asleep: into the CPU copy). Raises
+        ``KeyError`` for a name the model does not have, ``ValueError`` for a shape mismatch and,
+        with ``strict``, ``ValueError`` listing the parameters no bucket provided (tied
+        parameters count as provided when any of their names is).
+        """
+        targets = dict(self.model.named_parameters(remove_duplicate=False))
+        targets.update(self.model.named_buffers(remove_duplicate=False))
+        loaded_storages: set[int] = set()
+        stats = WeightUpdateStats(num_buckets=0, num_tensors=0, num_bytes=0)
+        for bucket in weight_buckets:
             for name, tensor in bucket.items():
-                own[name].copy_(tensor.to(own[name].dtype))
-        return len(bucket)
+                target = targets.get(name)
+                if target is None:
+                    raise KeyError(f"refit: the generation model has no parameter or buffer named '{name}'")
+                if tuple(target.shape) != tuple(tensor.shape):
+                    raise ValueError(f"refit: '{name}' has shape {tuple(tensor.shape)}, the generation model expects {tuple(target.shape)}")
+                target.copy_(tensor)
+                loaded_storages.add(target.data_ptr())
+                stats.num_tensors += 1
+                stats.num_bytes += tensor_nbytes(tensor)
+            stats.num_buckets += 1
+            del bucket  # keep peak memory at about one bucket while the iterator fetches the next
+        if strict:
+            missing = [name for name, param in self.model.named_parameters(remove_duplicate=False) if param.data_ptr() not in loaded_storages]
+            if missing:
+                raise ValueError(f"refit: {len(missing)} parameter(s) were not in any bucket, e.g. {missing[:5]}")
+        return stats
 
-    def update_weights_from_refs(self, refs: list) -> int:
-        """Fetch buckets from the object store one at a time and load them."""
-        import ray
+    def update_weights_from_refs(self, refs: list[Any]) -> WeightUpdateStats:
+        """:meth:`update_weights` from Ray object refs of buckets, fetched one at a time."""
+        return self.update_weights(fetch_buckets(refs))
 
-        loaded = 0
-        for ref in refs:
-            bucket = ray.get(ref)
-            loaded += self.update_weights(bucket)
-            del bucket
-        return loaded
+    # -- memory ----------------------------------------------------------------------------
 
-    def sleep(self) -> None:
-        if self.device.type == "cuda":
-            self.model.to("cpu")
+    def _move_model(self, device: torch.device) -> None:
+        if self.device.type != "cuda":
+            return  # on CPU the weights already live in host memory
+        self.model.to(device)
+        if device.type == "cpu":
             torch.cuda.empty_cache()
 
+    def sleep(self) -> None:
+        """GPU: weights to CPU and the cache allocator emptied. CPU: only the state changes."""
+        self.lifecycle_events.append("sleep")
+        if not self.is_asleep:
+            self._move_model(torch.device("cpu"))
+            self.is_asleep = True
+
     def wake_up(self) -> None:
-        if self.device.type == "cuda":
-            self.model.to(self.device)
+        self.lifecycle_events.append("wake_up")
+        if self.is_asleep:
+            self._move_model(self.device)
+            self.is_asleep = False
+
+    def get_lifecycle_events(self) -> list[str]:
+        return list(self.lifecycle_events)
 
     def peak_memory_gib(self) -> float:
         return torch.cuda.max_memory_allocated() / 2**30 if self.device.type == "cuda" else 0.0

@@ -2,19 +2,23 @@
 
 Layout of ``<path>/``::
 
-    model/        HF safetensors + config + tokenizer (LoRA merged): AutoModelForCausalLM.from_pretrained
-    adapter/      LoRA only: the adapter in peft format (PeftModel.from_pretrained(base, adapter/))
-    dcp/          torch.distributed.checkpoint of the sharded model and optimizer (every rank writes its shard)
-    extra/rank_R.pt  scheduler and RNG states of rank R
+    model/            HF safetensors + config + tokenizer, LoRA merged: AutoModelForCausalLM.from_pretrained(path/"model")
+    adapter/          LoRA only: peft format (PeftModel.from_pretrained(base, path/"adapter")) + base_model.json
+    dcp/              torch.distributed.checkpoint of the sharded model (+ optimizer): every rank writes its shard,
+                      and a worker group of a different size can read it back (DCP reshards)
+    extra/scheduler.pt          LR scheduler state (the same on every rank)
+    extra/rng_rank_<R>.pt       Python / NumPy / torch (/ CUDA) RNG states of rank R
+    policy_info.json  model name, LoRA flag, world size, whether the optimizer was saved
 
-``save``/``load`` are collectives: every rank of the worker group calls them.
+``save`` and ``load`` are collectives: every rank of the worker group calls them.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import random
-import shutil
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,131 +26,123 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from nemo_distill.models.loading import resolve_model_path
+from nemo_distill.models.loading import load_tokenizer, resolve_model_path
+from nemo_distill.models.policy import weights
 
 if TYPE_CHECKING:
     from nemo_distill.models.policy.worker import PolicyWorker
 
-_PEFT_PREFIX = "base_model.model."
-_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", "generation_config.json")
+log = logging.getLogger(__name__)
+
+INFO_FILE = "policy_info.json"
+_COPIED_MODEL_FILES = ("generation_config.json",)
 
 
-def full_state_dict(worker: "PolicyWorker") -> dict[str, torch.Tensor]:
-    """Unsharded CPU state dict on rank 0 (empty elsewhere). A collective."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+@dataclass
+class CheckpointInfo:
+    """``policy_info.json``: what a checkpoint holds."""
 
-    return get_model_state_dict(worker.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-
-
-def to_hf_weights(worker: "PolicyWorker", state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """peft names -> HF names with each LoRA delta merged into its base weight: W + (alpha/r) B A."""
-    if not worker.lora_enabled:
-        return dict(state)
-    scale = worker.cfg.lora.alpha / worker.cfg.lora.rank
-    merged: dict[str, torch.Tensor] = {}
-    for name, tensor in state.items():
-        if ".lora_" in name:
-            continue
-        hf_name = name.removeprefix(_PEFT_PREFIX).replace(".base_layer.", ".")
-        if ".base_layer." in name:
-            stem = name.replace(".base_layer.weight", "")
-            lora_a = state.get(f"{stem}.lora_A.default.weight")
-            lora_b = state.get(f"{stem}.lora_B.default.weight")
-            if lora_a is not None and lora_b is not None and name.endswith(".weight"):
-                tensor = tensor + scale * (lora_b.float() @ lora_a.float()).to(tensor.dtype)
-        merged[hf_name] = tensor
-    return merged
+    model_name: str
+    lora: bool
+    world_size: int
+    has_optimizer: bool
 
 
-def _write_hf_folder(worker: "PolicyWorker", weights: dict[str, torch.Tensor], folder: Path) -> None:
-    from safetensors.torch import save_file
+def is_policy_checkpoint(path: str | Path) -> bool:
+    return (Path(path) / INFO_FILE).is_file() and (Path(path) / "dcp").is_dir()
+
+
+def read_info(path: str | Path) -> CheckpointInfo:
+    info_file = Path(path) / INFO_FILE
+    if not info_file.is_file():
+        raise FileNotFoundError(f"{path} is not a policy checkpoint: {INFO_FILE} is missing")
+    return CheckpointInfo(**json.loads(info_file.read_text()))
+
+
+def _write_model_folder(worker: "PolicyWorker", folder: Path, is_writer: bool) -> None:
+    """``model/``: merged HF weights streamed from the shards, config, tokenizer. A collective."""
+    import shutil
+
     from transformers import AutoConfig
 
-    folder.mkdir(parents=True, exist_ok=True)
+    stream = weights.iter_hf_weights(worker.model, lora_scale=worker.lora_scale, keep=is_writer)
+    if not is_writer:
+        weights.drain(stream)
+        return
     source = Path(resolve_model_path(worker.model_name))
     config = AutoConfig.from_pretrained(source)
-    if getattr(config, "tie_word_embeddings", False):
-        weights = {k: v for k, v in weights.items() if k != "lm_head.weight"}  # tied: loads from the embedding
-    save_file({k: v.contiguous() for k, v in weights.items()}, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    weights.write_hf_weights(stream, folder, tied_embeddings=bool(getattr(config, "tie_word_embeddings", False)))
     config.save_pretrained(folder)
-    for name in _TOKENIZER_FILES:
+    load_tokenizer(worker.model_name, worker.cfg.tokenizer).save_pretrained(folder)
+    for name in _COPIED_MODEL_FILES:
         if (source / name).is_file():
             shutil.copy(source / name, folder / name)
-
-
-def _write_adapter(worker: "PolicyWorker", state: dict[str, torch.Tensor], folder: Path) -> None:
-    from peft import get_peft_model_state_dict
-    from safetensors.torch import save_file
-
-    folder.mkdir(parents=True, exist_ok=True)
-    adapter = get_peft_model_state_dict(worker.model, state_dict=state)
-    save_file({k: v.contiguous() for k, v in adapter.items()}, str(folder / "adapter_model.safetensors"))
-    peft_config = worker.model.peft_config["default"]
-    peft_config.base_model_name_or_path = resolve_model_path(worker.model_name)
-    peft_config.save_pretrained(str(folder))
 
 
 def save(worker: "PolicyWorker", path: Path, *, save_optimizer: bool) -> None:
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_state_dict
 
-    full = full_state_dict(worker)
-    rank = dist.get_rank()
-    if rank == 0:
+    is_writer = dist.get_rank() == 0
+    with_optimizer = save_optimizer and worker.optimizer is not None
+    if is_writer:
         path.mkdir(parents=True, exist_ok=True)
-        _write_hf_folder(worker, to_hf_weights(worker, full), path / "model")
-        if worker.lora_enabled:
-            _write_adapter(worker, full, path / "adapter")
-        (path / "policy_info.json").write_text(json.dumps({"model_name": worker.model_name, "lora": worker.lora_enabled,
-                                                             "world_size": dist.get_world_size()}))
-    del full
     dist.barrier()
-    if save_optimizer and worker.optimizer is not None:
+    _write_model_folder(worker, path / "model", is_writer)
+    if worker.lora_enabled:
+        adapter_state = weights.full_adapter_state(worker.model, keep=is_writer)
+        if is_writer:
+            from nemo_distill.models.policy.lora import write_adapter
+
+            write_adapter(worker.model, adapter_state, path / "adapter", resolve_model_path(worker.model_name))
+    if with_optimizer:
         model_state, optim_state = get_state_dict(worker.model, worker.optimizer)
         dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=str(path / "dcp"))
     else:
         dcp.save({"model": get_model_state_dict(worker.model)}, checkpoint_id=str(path / "dcp"))
-    extra = {"rng_python": random.getstate(), "rng_numpy": np.random.get_state(), "rng_torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        extra["rng_cuda"] = torch.cuda.get_rng_state()
-    if worker.scheduler is not None:
-        extra["scheduler"] = worker.scheduler.state_dict()
     (path / "extra").mkdir(parents=True, exist_ok=True)
-    torch.save(extra, path / "extra" / f"rank_{rank}.pt")
+    rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state()
+    torch.save(rng, path / "extra" / f"rng_rank_{dist.get_rank()}.pt")
+    if is_writer:
+        if worker.scheduler is not None:
+            torch.save(worker.scheduler.state_dict(), path / "extra" / "scheduler.pt")
+        info = CheckpointInfo(model_name=worker.model_name, lora=worker.lora_enabled,
+                              world_size=dist.get_world_size(), has_optimizer=with_optimizer)
+        (path / INFO_FILE).write_text(json.dumps(asdict(info), indent=2))
     dist.barrier()
 
 
 def load(worker: "PolicyWorker", path: Path) -> None:
+    """Restore model shards, and for a trainable worker the optimizer, scheduler and this rank's RNG."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_state_dict, set_model_state_dict, set_state_dict
 
-    if not (path / "dcp").is_dir():
-        raise FileNotFoundError(f"{path} is not a policy checkpoint (no dcp/ folder)")
-    with_optimizer = worker.optimizer is not None and (path / "dcp" / ".metadata").is_file() and _has_optimizer(path / "dcp")
-    if with_optimizer:
+    info = read_info(path)
+    if info.lora != worker.lora_enabled:
+        raise ValueError(f"checkpoint {path} was saved with lora={info.lora} but this worker has lora.enabled={worker.lora_enabled}")
+    if worker.optimizer is not None and info.has_optimizer:
         model_state, optim_state = get_state_dict(worker.model, worker.optimizer)
         state = {"model": model_state, "optim": optim_state}
         dcp.load(state, checkpoint_id=str(path / "dcp"))
         set_state_dict(worker.model, worker.optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
     else:
+        if worker.optimizer is not None:
+            log.warning("checkpoint %s has no optimizer state; the optimizer starts fresh", path)
         state = {"model": get_model_state_dict(worker.model)}
         dcp.load(state, checkpoint_id=str(path / "dcp"))
         set_model_state_dict(worker.model, state["model"])
-    extra_path = path / "extra" / f"rank_{dist.get_rank()}.pt"
-    if extra_path.is_file():
-        extra = torch.load(extra_path, weights_only=False)
-        random.setstate(extra["rng_python"])
-        np.random.set_state(extra["rng_numpy"])
-        torch.set_rng_state(extra["rng_torch"])
-        if "rng_cuda" in extra and torch.cuda.is_available():
-            torch.cuda.set_rng_state(extra["rng_cuda"])
-        if worker.scheduler is not None and "scheduler" in extra:
-            worker.scheduler.load_state_dict(extra["scheduler"])
+    if worker.scheduler is not None and (path / "extra" / "scheduler.pt").is_file():
+        worker.scheduler.load_state_dict(torch.load(path / "extra" / "scheduler.pt", weights_only=False))
+    rng_file = path / "extra" / f"rng_rank_{dist.get_rank()}.pt"
+    if rng_file.is_file():
+        rng = torch.load(rng_file, weights_only=False)
+        random.setstate(rng["python"])
+        np.random.set_state(rng["numpy"])
+        torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state(rng["cuda"])
+    else:
+        log.warning("checkpoint %s has no RNG state for rank %d (saved by %d ranks)", path, dist.get_rank(), info.world_size)
     dist.barrier()
-
-
-def _has_optimizer(dcp_dir: Path) -> bool:
-    import torch.distributed.checkpoint as dcp
-
-    metadata = dcp.FileSystemReader(str(dcp_dir)).read_metadata()
-    return any(key.startswith("optim") for key in metadata.state_dict_metadata)

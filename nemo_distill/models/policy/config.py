@@ -1,4 +1,7 @@
-"""``policy:`` and ``teacher:`` sections: model, precision, parallelism, LoRA, optimizer, schedule."""
+"""``policy:`` and ``teacher:`` sections: model, precision, parallelism, LoRA, optimizer, schedule.
+
+Every default of these sections lives here and nowhere else (YAML files set only what differs).
+"""
 
 from __future__ import annotations
 
@@ -10,52 +13,84 @@ from nemo_distill.models.loading import EMBEDDED_MODEL_NAME, TokenizerConfig
 
 @dataclass
 class DTensorConfig:
-    enabled: bool = True  # FSDP2 (DTensor) sharding over data-parallel ranks
-    tensor_parallel_size: int = 1  # Colwise q/k/v/gate/up, Rowwise o/down; vocab-sharded lm_head when untied
-    context_parallel_size: int = 1  # GPU only (torch's context_parallel has no CPU attention strategy)
-    activation_checkpointing: bool = False
-    cpu_offload: bool = False  # FSDP2 CPUOffloadPolicy: parameters and gradients live on the CPU
+    """How one model is laid out over its workers: a (dp, cp, tp) device mesh.
+
+    ``world_size = dp * cp * tp``; dp is whatever is left after cp and tp.
+    """
+
+    enabled: bool = True  # FSDP2 (DTensor) sharding over data-parallel ranks; false: every rank holds a full copy
+    tensor_parallel_size: int = field(default=1, metadata={"ge": 1})  # Colwise q/k/v/gate/up, Rowwise o/down
+    context_parallel_size: int = field(default=1, metadata={"ge": 1})  # sequence sharding (GPU only: ring attention)
+    activation_checkpointing: bool = False  # recompute each decoder layer in backward (less memory, ~30% slower)
+    cpu_offload: bool = False  # FSDP2 CPUOffloadPolicy: sharded parameters, gradients and optimizer live on the CPU
 
     def __post_init__(self) -> None:
-        if self.tensor_parallel_size < 1 or self.context_parallel_size < 1:
-            raise ValueError("dtensor_cfg.tensor_parallel_size and context_parallel_size must be >= 1")
+        if self.cpu_offload and self.tensor_parallel_size > 1:
+            raise ValueError(
+                "dtensor_cfg.cpu_offload=true cannot be combined with dtensor_cfg.tensor_parallel_size > 1 "
+                f"(got {self.tensor_parallel_size}); use one of them"
+            )
 
 
 @dataclass
 class LoraConfig:
+    """Low-rank adapters (peft) on the student; only the adapters train, the base stays frozen."""
+
     enabled: bool = False
-    rank: int = 16
-    alpha: int = 32  # scaling = alpha / rank
-    dropout: float = 0.0
-    target_modules: list[str] | str = "all-linear"  # every linear layer incl. the MLP, never lm_head
+    rank: int = field(default=16, metadata={"ge": 1})  # r: inner dimension of each B @ A update
+    alpha: int = field(default=32, metadata={"ge": 1})  # the update is scaled by alpha / rank
+    dropout: float = field(default=0.0, metadata={"ge": 0.0, "lt": 1.0})  # dropout on the adapter input
+    # "all-linear": every linear layer incl. the MLP, never lm_head; or a list of module names ("q_proj", ...)
+    target_modules: list[str] | str = "all-linear"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.target_modules, list) and not self.target_modules:
+            raise ValueError("lora.target_modules is an empty list; use 'all-linear' or name modules like ['q_proj', 'v_proj']")
 
 
 @dataclass
 class OptimizerConfig:
-    lr: float = field(default=1.0e-5, metadata={"gt": 0.0})
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    eps: float = 1.0e-8
-    weight_decay: float = field(default=0.0, metadata={"ge": 0.0})
+    """AdamW."""
+
+    lr: float = field(default=1.0e-5, metadata={"gt": 0.0})  # peak learning rate
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # (beta1, beta2)
+    eps: float = field(default=1.0e-8, metadata={"gt": 0.0})
+    weight_decay: float = field(default=0.0, metadata={"ge": 0.0})  # decoupled (AdamW) decay
+
+    def __post_init__(self) -> None:
+        if len(self.betas) != 2 or not all(0.0 <= beta < 1.0 for beta in self.betas):
+            raise ValueError(f"optimizer.betas must be two numbers in [0, 1), got {self.betas}")
 
 
 @dataclass
 class SchedulerConfig:
+    """Learning-rate multiplier per optimizer step: linear warmup, then constant or cosine decay."""
+
     type: Literal["constant", "cosine"] = "constant"
-    warmup_steps: int = field(default=0, metadata={"ge": 0})  # linear warmup from 0
-    total_steps: int | None = None  # cosine horizon; None: distillation.max_num_steps
+    warmup_steps: int = field(default=0, metadata={"ge": 0})  # linear warmup from lr/warmup_steps to lr
+    total_steps: int | None = None  # cosine horizon in optimizer steps; None: the run's max steps (cosine needs one)
     min_lr_ratio: float = field(default=0.0, metadata={"ge": 0.0, "le": 1.0})  # cosine floor as a fraction of lr
+
+    def __post_init__(self) -> None:
+        if self.total_steps is not None and self.total_steps <= self.warmup_steps and self.type == "cosine":
+            raise ValueError(
+                f"scheduler.total_steps ({self.total_steps}) must exceed scheduler.warmup_steps ({self.warmup_steps}) "
+                "for a cosine schedule"
+            )
 
 
 @dataclass
 class TeacherConfig:
-    """A frozen model that scores sequences (top-k logits, log-probs)."""
+    """A frozen model that scores sequences (log-probs, top-k logits)."""
 
-    model_name: str = EMBEDDED_MODEL_NAME
+    model_name: str = EMBEDDED_MODEL_NAME  # local HF folder, cached hub id, or the embedded default
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
-    precision: Literal["auto", "float32", "bfloat16"] = "auto"  # auto: bfloat16 on GPU, float32 on CPU
-    max_total_sequence_length: int = field(default=1024, metadata={"ge": 2})
+    # auto: bf16 compute on GPU (a trainable model keeps fp32 master weights and reduces gradients in fp32),
+    # fp32 on CPU
+    precision: Literal["auto", "float32", "bfloat16"] = "auto"
+    max_total_sequence_length: int = field(default=1024, metadata={"ge": 2})  # prompt + response tokens
     logprob_batch_size: int = field(default=4, metadata={"ge": 1})  # sequences per forward when scoring
-    logprob_chunk_size: int = field(default=256, metadata={"ge": 1})  # rows per fp32 log-softmax chunk
+    logprob_chunk_size: int = field(default=512, metadata={"ge": 1})  # sequence rows per fp32 log-softmax / top-k chunk
     dtensor_cfg: DTensorConfig = field(default_factory=DTensorConfig)
 
 
@@ -65,7 +100,16 @@ class PolicyConfig(TeacherConfig):
 
     train_global_batch_size: int = field(default=8, metadata={"ge": 1})  # samples per optimizer step (all ranks)
     train_micro_batch_size: int = field(default=2, metadata={"ge": 1})  # samples per forward/backward per rank
-    max_grad_norm: float | None = 1.0  # None: no clipping
+    max_grad_norm: float | None = 1.0  # clip the global gradient L2 norm to this; None: no clipping
     lora: LoraConfig = field(default_factory=LoraConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+
+    def __post_init__(self) -> None:
+        if self.train_micro_batch_size > self.train_global_batch_size:
+            raise ValueError(
+                f"policy.train_micro_batch_size ({self.train_micro_batch_size}) exceeds "
+                f"policy.train_global_batch_size ({self.train_global_batch_size})"
+            )
+        if self.max_grad_norm is not None and self.max_grad_norm <= 0:
+            raise ValueError(f"policy.max_grad_norm must be > 0 or null (no clipping), got {self.max_grad_norm}")

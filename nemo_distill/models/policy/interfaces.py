@@ -13,26 +13,68 @@ from nemo_distill.data.batch import TokenBatch
 class LossFunction(Protocol):
     """What the algorithm-blind trainer calls on each micro-batch.
 
-    ``logits``: ``[b, t, V]`` for the micro-batch (full vocabulary, the model's dtype).
-    ``global_valid_tokens``: Σ over every data-parallel rank and micro-batch of the step of
-    ``batch.valid_target_tokens()[:, 1:]``. Returns the loss already divided by it, and float metrics.
-    Implementations are picklable dataclasses (they travel through Ray).
+    Args:
+        logits: ``[b, t, V]`` raw logits of the micro-batch on this rank, a plain local tensor over
+            the FULL vocabulary in the compute dtype (bf16 on GPU, fp32 on CPU); row ``t`` predicts
+            token ``t + 1``. Under tensor or context parallelism the worker gathers vocabulary /
+            sequence shards first, so every rank of a tp/cp group sees the same logits.
+        batch: the micro-batch (on the logits' device), trailing all-padding columns trimmed.
+        global_valid_tokens: Σ over every data-parallel rank and micro-batch of the step of
+            ``batch.valid_target_tokens()[:, 1:]`` (at least 1, so an all-masked step divides by 1).
+
+    Returns:
+        The micro-batch loss already divided by ``global_valid_tokens`` (so summing over micro-batches
+        and data-parallel ranks gives the step's per-token loss), and additive float metrics (summed
+        over micro-batches and data-parallel ranks by the trainer).
+
+    Implementations are picklable dataclasses: they travel to the workers through Ray.
     """
 
-    def __call__(self, logits: torch.Tensor, batch: TokenBatch, *, global_valid_tokens: float) -> tuple[torch.Tensor, dict[str, float]]: ...
+    def __call__(
+        self, logits: torch.Tensor, batch: TokenBatch, *, global_valid_tokens: float
+    ) -> tuple[torch.Tensor, dict[str, float]]: ...
 
 
 @dataclass
 class TrainMetrics:
-    loss: float  # Σ micro-batch losses over ranks: the step's per-token loss
-    grad_norm: float  # before clipping
-    lr: float
-    num_valid_tokens: float  # global
-    tokens_per_sec: float  # this rank's processed tokens / its train time
-    loss_metrics: dict[str, float] = field(default_factory=dict)  # summed over micro-batches (rank 0)
+    """What one optimizer step reports (identical on every rank after the reductions)."""
+
+    loss: float  # Σ over micro-batches and data-parallel ranks: the step's per-token loss
+    grad_norm: float  # global L2 norm of the gradient before clipping
+    lr: float  # learning rate used by this step
+    num_valid_tokens: float  # global_valid_tokens of the step (loss targets over all dp ranks)
+    loss_metrics: dict[str, float] = field(default_factory=dict)  # the loss's metrics, summed over micro-batches and dp
+    tokens_per_sec: float = 0.0  # non-padding tokens of the step / wall time of the step (all dp ranks)
 
 
 @dataclass
 class TopkLogits:
-    values: torch.Tensor  # [B, T, K] fp32 logits / temperature, descending; row t scores token t + 1
-    indices: torch.Tensor  # [B, T, K] int64 global vocabulary ids
+    """The ``k`` largest logits per prediction row; row ``t`` describes the distribution over token ``t + 1``.
+
+    ``values``: ``[B, T, K]`` fp32 raw logits divided by the temperature, descending along K (NOT log-probs).
+    ``indices``: ``[B, T, K]`` int64 global vocabulary ids. Rows past a sample's length hold the
+    top-k of padding positions (meaningless; mask them with the batch's ``attention_mask``).
+    """
+
+    values: torch.Tensor
+    indices: torch.Tensor
+
+    def __post_init__(self) -> None:
+        if self.values.shape != self.indices.shape:
+            raise ValueError(f"TopkLogits.values {tuple(self.values.shape)} and indices {tuple(self.indices.shape)} differ")
+
+
+@dataclass
+class RankInfo:
+    """Where one worker sits on the (dp, cp, tp) mesh."""
+
+    rank: int
+    world_size: int
+    dp_rank: int
+    dp_size: int
+    cp_rank: int
+    cp_size: int
+    tp_rank: int
+    tp_size: int
+    pid: int
+    device: str  # "cpu" or "cuda:<i>"

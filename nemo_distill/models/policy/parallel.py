@@ -1,15 +1,18 @@
-"""How a HF decoder model is laid out on a (dp, tp) device mesh: TP plan, FSDP2, vocab shards.
+"""How a HF decoder model is laid out on a (dp, cp, tp) device mesh: mesh, TP plan, FSDP2.
 
-Tensor parallel (DTensor): q/k/v/gate/up Colwise, o/down Rowwise in every decoder layer, so
-attention and MLP run on a head / column shard and one all-reduce closes each block. An untied
-``lm_head`` is Colwise with vocabulary-sharded local outputs; a tied one (SmolLM2) stays
-replicated because its weight is the embedding's.
-
-FSDP2 shards every decoder layer and then the root over the ``dp`` mesh dimension; on GPU the
-parameters are bf16 for compute with fp32 gradient reduction, on CPU everything is fp32.
+* Tensor parallel (DTensor): q/k/v/gate/up Colwise, o/down Rowwise in every decoder layer, so
+  attention and the MLP run on a head / column shard and one all-reduce closes each block. An
+  untied ``lm_head`` is Colwise with vocabulary-sharded local outputs (gathered for the loss, kept
+  sharded for top-k); a tied one (SmolLM2) stays replicated because its weight is the embedding's.
+* FSDP2 ``fully_shard`` wraps every decoder layer, then the root, over the data-parallel ranks
+  (dp x cp flattened when context parallel is on: cp ranks hold the same weights and see different
+  sequence chunks of the same samples, so their gradients are summed like dp ranks'). On GPU a
+  trainable model keeps fp32 master weights, computes in bf16 and reduces gradients in fp32.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
@@ -19,51 +22,131 @@ _COLWISE = ("q_proj", "k_proj", "v_proj", "gate_proj", "up_proj")
 _ROWWISE = ("o_proj", "down_proj")
 
 
+@dataclass
+class MeshLayout:
+    """This rank's place on the (dp, cp, tp) mesh and the process groups it talks to."""
+
+    mesh: object  # DeviceMesh with dims ("dp", "cp", "tp")
+    dp_size: int
+    cp_size: int
+    tp_size: int
+    dp_rank: int
+    cp_rank: int
+    tp_rank: int
+    fsdp_mesh: object  # 1-D mesh FSDP2 shards over: "dp", or "dp_cp" flattened when cp > 1
+
+    @property
+    def dp_group(self):
+        return self.mesh["dp"].get_group()
+
+    @property
+    def cp_group(self):
+        return self.mesh["cp"].get_group() if self.cp_size > 1 else None
+
+    @property
+    def tp_group(self):
+        return self.mesh["tp"].get_group() if self.tp_size > 1 else None
+
+
+def build_mesh(device_type: str, world_size: int, *, tp_size: int, cp_size: int) -> MeshLayout:
+    """Split ``world_size`` ranks into ``dp x cp x tp`` (tp fastest-varying, so a TP group is adjacent ranks)."""
+    from torch.distributed.device_mesh import init_device_mesh
+
+    if world_size % (tp_size * cp_size):
+        raise ValueError(
+            f"{world_size} workers cannot be split into dtensor_cfg.tensor_parallel_size={tp_size} x "
+            f"dtensor_cfg.context_parallel_size={cp_size} groups; the worker count must be a multiple of {tp_size * cp_size}"
+        )
+    dp_size = world_size // (tp_size * cp_size)
+    mesh = init_device_mesh(device_type, (dp_size, cp_size, tp_size), mesh_dim_names=("dp", "cp", "tp"))
+    fsdp_mesh = mesh["dp", "cp"]._flatten("dp_cp") if cp_size > 1 else mesh["dp"]
+    return MeshLayout(
+        mesh=mesh, dp_size=dp_size, cp_size=cp_size, tp_size=tp_size,
+        dp_rank=mesh["dp"].get_local_rank(), cp_rank=mesh["cp"].get_local_rank(), tp_rank=mesh["tp"].get_local_rank(),
+        fsdp_mesh=fsdp_mesh,
+    )
+
+
 def decoder_layers(model: nn.Module) -> list[nn.Module]:
     """The transformer blocks of a (possibly peft-wrapped) HF causal LM."""
     for module in model.modules():
         layers = getattr(module, "layers", None)
         if isinstance(layers, nn.ModuleList) and len(layers) and hasattr(layers[0], "self_attn"):
             return list(layers)
-    raise ValueError(f"cannot find decoder layers in {type(model).__name__}")
+    raise ValueError(f"cannot find decoder layers (a ModuleList 'layers' of blocks with 'self_attn') in {type(model).__name__}")
 
 
-def output_embedding(model: nn.Module) -> nn.Module:
-    return model.get_output_embeddings()
+@dataclass
+class TensorParallelResult:
+    """What :func:`apply_tensor_parallel` did that the training step must know about."""
+
+    vocab_sharded: bool  # lm_head returns LOCAL logits [b, t, V / tp]; shard r holds ids [r V/tp, (r+1) V/tp)
+    # Replicated modules that run on a head shard (Qwen3's per-head q_norm / k_norm): each TP rank
+    # only sees its own heads, so their gradients are partial sums that must be added over TP ranks.
+    head_local_modules: list[nn.Module]
 
 
-def apply_tensor_parallel(model: nn.Module, tp_mesh) -> bool:
-    """Shard attention/MLP projections over ``tp_mesh``; return whether lm_head is vocab-sharded."""
+def apply_tensor_parallel(model: nn.Module, tp_mesh) -> TensorParallelResult:
+    """Shard attention / MLP projections over ``tp_mesh`` (and an untied ``lm_head`` over the vocabulary)."""
     from torch.distributed.tensor import Shard
     from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
 
     config = model.config
     tp = tp_mesh.size()
-    for name in ("num_attention_heads", "num_key_value_heads"):
-        if getattr(config, name) % tp:
-            raise ValueError(f"tensor_parallel_size {tp} does not divide {name}={getattr(config, name)}")
+    for name in ("num_attention_heads", "num_key_value_heads", "intermediate_size"):
+        value = getattr(config, name, None)
+        if value is not None and value % tp:
+            raise ValueError(f"dtensor_cfg.tensor_parallel_size={tp} does not divide the model's {name}={value}")
+    head_local_modules = []
     for layer in decoder_layers(model):
         plan = {}
         for parent in ("self_attn", "mlp"):
             for child, module in getattr(layer, parent).named_children():
+                if child not in _COLWISE + _ROWWISE:
+                    if any(True for _ in module.parameters()):
+                        head_local_modules.append(module)  # e.g. q_norm: replicated weight, head-sharded input
+                    continue
+                if not isinstance(module, nn.Linear):
+                    raise ValueError(
+                        f"tensor parallel expects plain nn.Linear projections, found {type(module).__name__} at "
+                        f"{parent}.{child} (LoRA adapters cannot be tensor-parallel here: use tensor_parallel_size=1 with lora)"
+                    )
                 if child in _COLWISE:
                     plan[f"{parent}.{child}"] = ColwiseParallel()
                 elif child in _ROWWISE:
                     plan[f"{parent}.{child}"] = RowwiseParallel()
         parallelize_module(layer, tp_mesh, plan)
-    tied = bool(getattr(config, "tie_word_embeddings", False))
-    if tied or config.vocab_size % tp:
-        return False
-    head_name = next(name for name, module in model.named_modules() if module is output_embedding(model))
-    parallelize_module(model, tp_mesh, {head_name: ColwiseParallel(output_layouts=Shard(-1), use_local_output=True)})
-    return True
+    # Attention reshapes q/k/v with the model's head counts; each TP rank holds 1/tp of the heads.
+    # HF reads the head count from the projection output (view(*input_shape, -1, head_dim)), so
+    # nothing else needs patching.
+    if bool(getattr(config, "tie_word_embeddings", False)) or config.vocab_size % tp:
+        return TensorParallelResult(vocab_sharded=False, head_local_modules=head_local_modules)
+    # Shard the lm_head module directly: parallelize_module on the root would leave the root's other
+    # parameters outside FSDP2's management.
+    parallelize_module(model.get_output_embeddings(), tp_mesh, ColwiseParallel(output_layouts=Shard(-1), use_local_output=True))
+    return TensorParallelResult(vocab_sharded=True, head_local_modules=head_local_modules)
 
 
-def apply_fsdp2(model: nn.Module, dp_mesh, *, mixed_precision: bool, cpu_offload: bool) -> None:
-    """``fully_shard`` each decoder layer, then the root (so the root's all-gather is small)."""
+def sum_head_local_grads(modules: list[nn.Module], tp_group) -> None:
+    """Add up, over TP ranks, the partial gradients of replicated modules that ran on a head shard.
+
+    Call after backward, before clipping. The local gradient shards line up across TP ranks (they
+    are sharded over dp only), so an all-reduce of the local tensors is the full sum.
+    """
+    if tp_group is None:
+        return
+    for module in modules:
+        for param in module.parameters():
+            if param.grad is not None:
+                grad = param.grad.to_local() if hasattr(param.grad, "to_local") else param.grad
+                dist.all_reduce(grad, group=tp_group)
+
+
+def apply_fsdp2(model: nn.Module, fsdp_mesh, *, mixed_precision: bool, cpu_offload: bool) -> None:
+    """``fully_shard`` each decoder layer, then the root (embeddings, final norm, lm_head)."""
     from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard
 
-    kwargs = {"mesh": dp_mesh}
+    kwargs: dict = {"mesh": fsdp_mesh}
     if mixed_precision:
         kwargs["mp_policy"] = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
     if cpu_offload:
@@ -71,43 +154,3 @@ def apply_fsdp2(model: nn.Module, dp_mesh, *, mixed_precision: bool, cpu_offload
     for layer in decoder_layers(model):
         fully_shard(layer, **kwargs)
     fully_shard(model, **kwargs)
-
-
-def gather_vocab_shards(local_logits: torch.Tensor, tp_group) -> torch.Tensor:
-    """``[..., V/tp]`` per TP rank -> ``[..., V]``, differentiable (backward takes this rank's slice)."""
-    from torch.distributed.nn.functional import all_gather
-
-    return torch.cat(all_gather(local_logits.contiguous(), group=tp_group), dim=-1)
-
-
-def distributed_topk(logits: torch.Tensor, k: int, *, tp_group, vocab_sharded: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-k over the vocabulary when each TP rank holds one vocabulary shard.
-
-    Each rank takes the top-k of its shard (offsetting indices to global ids), the candidates are
-    all-gathered, and the top-k of the ``k * tp`` candidates is the global answer. With replicated
-    logits each rank works on its slice, which gives the same result.
-    """
-    tp = dist.get_world_size(tp_group) if tp_group is not None else 1
-    if tp == 1:
-        values, indices = torch.topk(logits, k, dim=-1)
-        return values, indices
-    rank = dist.get_rank(tp_group)
-    if vocab_sharded:
-        shard = logits
-        offset = rank * logits.shape[-1]
-    else:
-        width = logits.shape[-1] // tp
-        offset = rank * width
-        end = logits.shape[-1] if rank == tp - 1 else offset + width
-        shard = logits[..., offset:end]
-    local_k = min(k, shard.shape[-1])
-    values, indices = torch.topk(shard, local_k, dim=-1)
-    indices = indices + offset
-    gathered_values = [torch.empty_like(values) for _ in range(tp)]
-    gathered_indices = [torch.empty_like(indices) for _ in range(tp)]
-    dist.all_gather(gathered_values, values.contiguous(), group=tp_group)
-    dist.all_gather(gathered_indices, indices.contiguous(), group=tp_group)
-    candidates = torch.cat(gathered_values, dim=-1)
-    candidate_ids = torch.cat(gathered_indices, dim=-1)
-    top_values, positions = torch.topk(candidates, k, dim=-1)
-    return top_values, torch.gather(candidate_ids, -1, positions)

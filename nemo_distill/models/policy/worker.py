@@ -2,12 +2,16 @@
 
 A plain class: it runs in any process whose environment has ``RANK``, ``WORLD_SIZE``,
 ``MASTER_ADDR`` and ``MASTER_PORT`` (``RayWorkerGroup`` sets them; tests use
-``torch.multiprocessing``). Ranks form a (dp, tp) mesh; see :mod:`.parallel` for the layout.
+``torch.multiprocessing``). Ranks form a (dp, cp, tp) mesh (:mod:`.parallel`); every public method
+is a collective, so all ranks of the group call it together (``PolicyWorkerGroup`` does).
+
+Set-up order matters: load the HF model -> LoRA (peft wraps plain modules) -> activation
+checkpointing -> tensor parallel (needs plain ``nn.Linear``) -> FSDP2 (wraps the TP DTensors into
+2-D ones) -> optimizer over the sharded parameters.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from pathlib import Path
@@ -18,230 +22,333 @@ import torch.distributed as dist
 from nemo_distill.algorithms.loss_functions import selected_token_logprobs
 from nemo_distill.data.batch import TokenBatch
 from nemo_distill.models.loading import load_causal_lm
-from nemo_distill.models.policy import checkpointing
+from nemo_distill.models.policy import checkpointing, context_parallel, weights
+from nemo_distill.models.policy.collectives import all_reduce_sum, all_reduce_sum_dict
 from nemo_distill.models.policy.config import PolicyConfig, TeacherConfig
-from nemo_distill.models.policy.interfaces import LossFunction, TopkLogits, TrainMetrics
-from nemo_distill.models.policy.parallel import apply_fsdp2, apply_tensor_parallel, distributed_topk, gather_vocab_shards
-from nemo_distill.utils.cpu_threads import configure_cpu_threads
+from nemo_distill.models.policy.grad_norm import clip_grad_norm
+from nemo_distill.models.policy.interfaces import LossFunction, RankInfo, TopkLogits, TrainMetrics
+from nemo_distill.models.policy.lora import apply_lora, lora_scale
+from nemo_distill.models.policy.lr_schedule import lr_multiplier
+from nemo_distill.models.policy.parallel import apply_fsdp2, apply_tensor_parallel, build_mesh, sum_head_local_grads
+from nemo_distill.models.policy.vocab_parallel import gather_vocab_shards, topk_over_vocab_shards
+
+OFFLOAD_EVENTS = ("offload_model", "onload_model", "offload_optimizer", "onload_optimizer")
 
 
-def _lr_lambda(scheduler_cfg, total_steps: int):
-    warmup = scheduler_cfg.warmup_steps
+def _pick_device() -> torch.device:
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    # Under Ray each actor sees only its own GPU(s); under torchrun LOCAL_RANK picks one of the node's.
+    index = int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count()
+    torch.cuda.set_device(index)
+    return torch.device("cuda", index)
 
-    def factor(step: int) -> float:
-        if warmup and step < warmup:
-            return (step + 1) / warmup
-        if scheduler_cfg.type == "constant":
-            return 1.0
-        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
-        cosine = 0.5 * (1.0 + math.cos(math.pi * progress))
-        return scheduler_cfg.min_lr_ratio + (1.0 - scheduler_cfg.min_lr_ratio) * cosine
 
-    return factor
+def _pad_rows(tensor: torch.Tensor, seq_len: int) -> torch.Tensor:
+    """Zero-pad dim 1 of ``[b, t, ...]`` to ``seq_len``."""
+    missing = seq_len - tensor.shape[1]
+    if missing == 0:
+        return tensor
+    return torch.cat([tensor, tensor.new_zeros((tensor.shape[0], missing, *tensor.shape[2:]))], dim=1)
 
 
 class PolicyWorker:
-    """See module docstring. ``trainable=False`` makes a frozen teacher (no optimizer, eval mode)."""
+    """One rank of a policy; ``trainable=False`` makes a frozen teacher (no optimizer, eval mode, no grads).
+
+    Args:
+        cfg: the ``policy`` (trainable) or ``teacher`` section.
+        model_name: overrides ``cfg.model_name`` (e.g. a context-distillation teacher = the student's name).
+        trainable: build optimizer and scheduler; needs a :class:`PolicyConfig`.
+        init_checkpoint: a policy checkpoint folder (see :mod:`.checkpointing`) restored at the end of set-up.
+        total_steps: cosine-schedule horizon when ``cfg.scheduler.total_steps`` is None.
+    """
 
     def __init__(self, cfg: PolicyConfig | TeacherConfig, *, model_name: str | None = None, trainable: bool = True,
-                 total_steps: int | None = None):
-        from torch.distributed.device_mesh import init_device_mesh
-
+                 init_checkpoint: str | None = None, total_steps: int | None = None):
+        if trainable and not isinstance(cfg, PolicyConfig):
+            raise TypeError(f"a trainable PolicyWorker needs a PolicyConfig (optimizer, scheduler), got {type(cfg).__name__}")
         self.cfg = cfg
         self.trainable = trainable
         self.model_name = model_name or cfg.model_name
-        self.device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
-        configure_cpu_threads()
+        self.device = _pick_device()
+        dtensor = cfg.dtensor_cfg
+        if dtensor.context_parallel_size > 1 and self.device.type != "cuda":
+            raise ValueError(
+                f"dtensor_cfg.context_parallel_size={dtensor.context_parallel_size} needs CUDA GPUs: torch's ring "
+                "attention has no CPU implementation; use context_parallel_size=1 on CPU"
+            )
         if not dist.is_initialized():
             dist.init_process_group(backend="nccl" if self.device.type == "cuda" else "gloo")
-        world = dist.get_world_size()
-        tp = cfg.dtensor_cfg.tensor_parallel_size
-        if cfg.dtensor_cfg.context_parallel_size != 1:
-            raise NotImplementedError(
-                "policy.dtensor_cfg.context_parallel_size > 1 is not supported by this worker yet; "
-                "the sequence-sharding helpers live in nemo_distill.models.policy.context_parallel"
+        self.layout = build_mesh(self.device.type, dist.get_world_size(), tp_size=dtensor.tensor_parallel_size,
+                                 cp_size=dtensor.context_parallel_size)
+        fsdp_ranks = self.layout.dp_size * self.layout.cp_size
+        if not dtensor.enabled and trainable and fsdp_ranks > 1:
+            raise ValueError(
+                f"dtensor_cfg.enabled=false gives every rank a full unsynchronised copy, but this trainable policy has "
+                f"{fsdp_ranks} data/context-parallel ranks; set dtensor_cfg.enabled=true or use one worker per TP group"
             )
-        if world % tp:
-            raise ValueError(f"{world} workers cannot form tensor_parallel_size={tp} groups (dtensor_cfg.tensor_parallel_size)")
-        self.dp_size, self.tp_size = world // tp, tp
-        self.mesh = init_device_mesh(self.device.type, (self.dp_size, tp), mesh_dim_names=("dp", "tp"))
-        self.dp_rank = self.mesh["dp"].get_local_rank()
-        self.tp_group = self.mesh["tp"].get_group() if tp > 1 else None
-        self.dp_group = self.mesh["dp"].get_group()
 
-        gpu = self.device.type == "cuda"
-        precision = cfg.precision if cfg.precision != "auto" else ("bfloat16" if gpu else "float32")
-        # Trainable models keep fp32 master weights (FSDP2 casts to bf16 for compute); frozen ones load bf16.
-        load_dtype = torch.float32 if (trainable or precision == "float32") else torch.bfloat16
+        on_gpu = self.device.type == "cuda"
+        precision = cfg.precision if cfg.precision != "auto" else ("bfloat16" if on_gpu else "float32")
+        self.compute_dtype = torch.bfloat16 if precision == "bfloat16" else torch.float32
+        # A trainable model keeps fp32 master weights and lets FSDP2 cast to bf16 for compute; a frozen
+        # one is simply loaded in the compute dtype.
+        load_dtype = torch.float32 if trainable else self.compute_dtype
         model = load_causal_lm(self.model_name, dtype=load_dtype, device="cpu")
-        if trainable and getattr(cfg, "lora", None) is not None and cfg.lora.enabled:
-            from peft import LoraConfig, get_peft_model
-
-            lora = cfg.lora
-            model = get_peft_model(model, LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                                                     target_modules=lora.target_modules, task_type="CAUSAL_LM"))
-        self.lora_enabled = trainable and getattr(cfg, "lora", None) is not None and cfg.lora.enabled
-        if cfg.dtensor_cfg.activation_checkpointing and trainable:
+        self.lora_enabled = trainable and cfg.lora.enabled
+        self.lora_scale = lora_scale(cfg.lora) if self.lora_enabled else None
+        if self.layout.cp_size > 1:
+            context_parallel.use_causal_sdpa_without_mask(model)
+        if self.lora_enabled:
+            model = apply_lora(model, cfg.lora)
+        if dtensor.activation_checkpointing and trainable:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if not trainable:
             model.requires_grad_(False)
-        self.vocab_sharded = apply_tensor_parallel(model, self.mesh["tp"]) if tp > 1 else False
-        model.to(self.device)
-        if cfg.dtensor_cfg.enabled:
-            apply_fsdp2(model, self.mesh["dp"], mixed_precision=gpu and precision == "bfloat16" and trainable,
-                        cpu_offload=cfg.dtensor_cfg.cpu_offload and trainable)
+        self.vocab_sharded, self.head_local_modules = False, []
+        if self.layout.tp_size > 1:
+            tp_result = apply_tensor_parallel(model, self.layout.mesh["tp"])
+            self.vocab_sharded, self.head_local_modules = tp_result.vocab_sharded, tp_result.head_local_modules
+        if not dtensor.cpu_offload:
+            model.to(self.device)
+        if dtensor.enabled:
+            mixed = trainable and self.compute_dtype == torch.bfloat16
+            apply_fsdp2(model, self.layout.fsdp_mesh, mixed_precision=mixed, cpu_offload=dtensor.cpu_offload)
+        elif self.compute_dtype != load_dtype:
+            model.to(self.compute_dtype)  # no FSDP2 to cast for compute: train in the compute dtype directly
         self.model = model
         self.model.train(trainable)
+        # FSDP2 AVERAGES gradients over its mesh, but each micro-batch loss is already a share of the
+        # GLOBAL per-token mean (divided by the token count of all dp ranks), so the right gradient
+        # is the SUM over dp ranks; cp ranks hold disjoint sequence chunks, whose contributions also
+        # add up. Scaling the loss by the FSDP mesh size turns the average into that sum, and works
+        # with every backend (a custom divide factor needs NCCL's PreMulSum, which gloo lacks).
+        self.grad_sum_scale = float(fsdp_ranks) if dtensor.enabled else 1.0
+
         self.optimizer = self.scheduler = None
         if trainable:
             opt = cfg.optimizer
-            params = [p for p in self.model.parameters() if p.requires_grad]
-            self.optimizer = torch.optim.AdamW(params, lr=opt.lr, betas=tuple(opt.betas), eps=opt.eps, weight_decay=opt.weight_decay)
-            horizon = cfg.scheduler.total_steps or total_steps or 1
-            self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_lambda(cfg.scheduler, horizon))
+            self.optimizer = torch.optim.AdamW(self.trainable_parameters(), lr=opt.lr, betas=tuple(opt.betas), eps=opt.eps,
+                                               weight_decay=opt.weight_decay)
+            self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_multiplier(cfg.scheduler, total_steps))
         self.offload_events: list[str] = []  # call order of offload/onload, checked by tests
+        if init_checkpoint is not None:
+            self.load_checkpoint(init_checkpoint)
 
     # ------------------------------------------------------------------ forward helpers
-    def _logits(self, batch: TokenBatch) -> torch.Tensor:
-        """``[b, t, V]`` logits on this rank (full vocabulary: TP shards are gathered)."""
-        output = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
-        logits = output.logits
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return [param for param in self.model.parameters() if param.requires_grad]
+
+    def _forward_local_logits(self, batch: TokenBatch) -> torch.Tensor:
+        """``[b, t, V or V/tp]`` logits over the batch's full sequence; vocab-sharded when ``self.vocab_sharded``."""
+        if self.layout.cp_size == 1:
+            output = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
+            return output.logits
+        return self._forward_context_parallel(batch)
+
+    def _forward_context_parallel(self, batch: TokenBatch) -> torch.Tensor:
+        """CP forward: pad to 2*cp chunks, shard in place under ring attention, gather the logits back.
+
+        No attention mask: with right padding, causal attention already keeps real tokens from seeing
+        the padding after them, and torch's CP attention only supports plain causal masking.
+        """
+        from torch.distributed.tensor.experimental import context_parallel as ring_attention_context
+
+        seq_len = batch.seq_len
+        cp = self.layout.cp_size
+        input_ids = context_parallel.pad_sequence_dim(batch.input_ids, cp, chunk_multiple=context_parallel.RING_CHUNK_MULTIPLE).clone()
+        position_ids = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids).clone()
+        buffers = [input_ids, position_ids]
+        with ring_attention_context(self.layout.mesh["cp"], buffers=buffers, buffer_seq_dims=[1, 1], no_restore_buffers=set(buffers)):
+            local = self.model(input_ids=input_ids, position_ids=position_ids, use_cache=False).logits
+        full = context_parallel.gather_load_balanced(local, self.layout.cp_group, dim=1)
+        return full[:, :seq_len]
+
+    def _forward_logits(self, batch: TokenBatch) -> torch.Tensor:
+        """``[b, t, V]`` logits over the full vocabulary, identical on every rank of a tp/cp group."""
+        logits = self._forward_local_logits(batch)
         if self.vocab_sharded:
-            logits = gather_vocab_shards(logits, self.tp_group)
+            logits = gather_vocab_shards(logits, self.layout.tp_group)
         return logits
 
-    def _all_reduce_sum(self, value: float, group=None) -> float:
-        tensor = torch.tensor([value], dtype=torch.float64, device=self.device)
-        dist.all_reduce(tensor, group=group)
-        return float(tensor.item())
-
-    # ------------------------------------------------------------------ public methods
+    # ------------------------------------------------------------------ training
     def train(self, batch: TokenBatch, loss_fn: LossFunction) -> TrainMetrics:
-        """One optimizer step over this rank's shard, in micro-batches with gradient accumulation."""
+        """One optimizer step over this rank's shard, in micro-batches of ``train_micro_batch_size`` with
+        gradient accumulation. Ranks of one dp group (different tp/cp coordinates) get the same shard."""
         if not self.trainable:
-            raise RuntimeError("train() called on a frozen (teacher) worker")
+            raise RuntimeError("train() called on a frozen (trainable=False) worker")
         started = time.perf_counter()
         batch = batch.to(self.device)
-        micro_batches = batch.micro_batches(self.cfg.train_micro_batch_size)
-        local_valid = float(batch.valid_target_tokens()[:, 1:].sum())
-        global_valid = self._all_reduce_sum(local_valid, self.dp_group)
-        self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
+        loss_sum, metric_sums, global_valid = self._accumulate_gradients(batch, loss_fn)
+        grad_norm = clip_grad_norm(self.trainable_parameters(), self.cfg.max_grad_norm)
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.optimizer.step()
+        self.scheduler.step()
+        dp_group = self.layout.dp_group
+        total_loss = all_reduce_sum(loss_sum, dp_group, self.device)
+        loss_metrics = all_reduce_sum_dict(metric_sums, dp_group, self.device)
+        tokens = all_reduce_sum(float(batch.attention_mask.sum()), dp_group, self.device)
+        return TrainMetrics(loss=total_loss, grad_norm=grad_norm, lr=lr, num_valid_tokens=global_valid, loss_metrics=loss_metrics,
+                            tokens_per_sec=tokens / max(time.perf_counter() - started, 1e-9))
+
+    def _accumulate_gradients(self, batch: TokenBatch, loss_fn: LossFunction) -> tuple[float, dict[str, float], float]:
+        """Forward/backward every micro-batch of ``batch`` (on the device) into ``.grad``.
+
+        Returns this rank's summed loss, summed loss metrics, and the step's global valid-token count.
+        """
+        # At least 1: an all-masked step then has loss 0 instead of 0/0.
+        local_valid = float(batch.valid_target_tokens()[:, 1:].sum())
+        global_valid = max(all_reduce_sum(local_valid, self.layout.dp_group, self.device), 1.0)
+        self.model.train()
         loss_sum, metric_sums = 0.0, {}
-        for micro in micro_batches:
+        for micro in batch.micro_batches(self.cfg.train_micro_batch_size):
             micro = micro.trim_padding()
-            logits = self._logits(micro)
+            logits = self._forward_logits(micro)
             loss, metrics = loss_fn(logits, micro, global_valid_tokens=global_valid)
-            # The loss is already a share of the GLOBAL per-token mean, so gradients must be summed
-            # over data-parallel ranks; FSDP2 averages them, hence the factor dp_size. An empty
-            # micro-batch still runs forward/backward (loss 0) so FSDP collectives stay in step.
-            (loss * self.dp_size).backward()
+            # A micro-batch without targets still runs forward/backward (its loss is 0): skipping it
+            # would leave this rank out of FSDP's all-gathers / reduce-scatters and hang the others.
+            (loss * self.grad_sum_scale).backward()
             loss_sum += float(loss.detach())
             for name, value in metrics.items():
                 metric_sums[name] = metric_sums.get(name, 0.0) + float(value)
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        max_norm = self.cfg.max_grad_norm if self.cfg.max_grad_norm is not None else float("inf")
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
-        if hasattr(grad_norm, "full_tensor"):
-            grad_norm = grad_norm.full_tensor()
-        self.optimizer.step()
-        lr = self.scheduler.get_last_lr()[0]
-        self.scheduler.step()
-        total_loss = self._all_reduce_sum(loss_sum, self.dp_group)
-        num_tokens = float(batch.attention_mask.sum())
-        return TrainMetrics(loss=total_loss, grad_norm=float(grad_norm), lr=lr, num_valid_tokens=global_valid,
-                            tokens_per_sec=num_tokens / max(time.perf_counter() - started, 1e-9), loss_metrics=metric_sums)
+        sum_head_local_grads(self.head_local_modules, self.layout.tp_group)
+        return loss_sum, metric_sums, global_valid
 
+    # ------------------------------------------------------------------ scoring
     @torch.no_grad()
     def get_logprobs(self, batch: TokenBatch) -> torch.Tensor:
-        """``[B, T]`` fp32: ``log p(input_ids[b, t] | input_ids[b, :t])``; 0 at ``t = 0`` and on padding."""
+        """``[B, T]`` fp32 ``log p(input_ids[b, t] | input_ids[b, :t])`` (log-softmax of the raw logits);
+        0 at ``t = 0`` and on padding. The fp32 log-softmax runs ``logprob_chunk_size`` rows at a time."""
         self.model.eval()
         pieces = []
         for micro in batch.to(self.device).micro_batches(self.cfg.logprob_batch_size):
-            logits = self._logits(micro)
-            token_logprobs = selected_token_logprobs(logits[:, :-1], micro.input_ids[:, 1:], self.cfg.logprob_chunk_size)
-            padded = torch.zeros(micro.input_ids.shape, dtype=torch.float32, device=self.device)
-            padded[:, 1:] = token_logprobs * micro.attention_mask[:, 1:]
-            pieces.append(padded.cpu())
+            trimmed = micro.trim_padding()
+            logits = self._forward_logits(trimmed)
+            token_logprobs = selected_token_logprobs(logits[:, :-1], trimmed.input_ids[:, 1:], self.cfg.logprob_chunk_size)
+            logprobs = torch.zeros(trimmed.input_ids.shape, dtype=torch.float32, device=self.device)
+            logprobs[:, 1:] = torch.where(trimmed.attention_mask[:, 1:].bool(), token_logprobs.float(), 0.0)
+            pieces.append(_pad_rows(logprobs, batch.seq_len).cpu())
         self.model.train(self.trainable)
         return torch.cat(pieces)
 
     @torch.no_grad()
     def get_topk_logits(self, batch: TokenBatch, k: int, temperature: float = 1.0) -> TopkLogits:
-        """``[B, T, K]`` top-k logits (divided by ``temperature``) and global ids; row t scores token t + 1."""
+        """``[B, T, k]`` largest logits divided by ``temperature`` (fp32, descending) and their global ids.
+
+        Row ``t`` describes token ``t + 1``; rows at padding positions are zeros. Under TP each rank
+        takes the top-k of its vocabulary shard and only ``k * tp`` candidates are exchanged.
+        """
+        vocab_size = int(self.model.config.vocab_size)
+        if not 1 <= k <= vocab_size:
+            raise ValueError(f"top-k k={k} must be between 1 and the vocabulary size {vocab_size}")
+        if temperature <= 0:
+            raise ValueError(f"top-k temperature must be > 0, got {temperature}")
         self.model.eval()
+        tp_group = self.layout.tp_group if self.vocab_sharded else None
         values, indices = [], []
         for micro in batch.to(self.device).micro_batches(self.cfg.logprob_batch_size):
-            output = self.model(input_ids=micro.input_ids, attention_mask=micro.attention_mask, use_cache=False)
+            trimmed = micro.trim_padding()
+            logits = self._forward_local_logits(trimmed)
             row_values, row_indices = [], []
-            for rows in range(0, output.logits.shape[1], self.cfg.logprob_chunk_size):
-                chunk = output.logits[:, rows : rows + self.cfg.logprob_chunk_size].float() / temperature
-                top_values, top_indices = distributed_topk(chunk, k, tp_group=self.tp_group, vocab_sharded=self.vocab_sharded)
-                row_values.append(top_values.cpu())
-                row_indices.append(top_indices.cpu())
-            values.append(torch.cat(row_values, dim=1))
-            indices.append(torch.cat(row_indices, dim=1))
+            for start in range(0, logits.shape[1], self.cfg.logprob_chunk_size):
+                chunk = logits[:, start : start + self.cfg.logprob_chunk_size].float() / temperature
+                top_values, top_indices = topk_over_vocab_shards(chunk, k, tp_group)
+                row_values.append(top_values)
+                row_indices.append(top_indices)
+            valid = trimmed.attention_mask.bool().unsqueeze(-1)
+            chunk_values = torch.where(valid, torch.cat(row_values, dim=1), 0.0)
+            chunk_indices = torch.where(valid, torch.cat(row_indices, dim=1), 0)
+            values.append(_pad_rows(chunk_values, batch.seq_len).cpu())
+            indices.append(_pad_rows(chunk_indices, batch.seq_len).cpu())
         self.model.train(self.trainable)
-        return TopkLogits(values=torch.cat(values), indices=torch.cat(indices))
+        return TopkLogits(values=torch.cat(values), indices=torch.cat(indices).long())
 
+    # ------------------------------------------------------------------ checkpoints and weights
     def save_checkpoint(self, path: str, *, save_optimizer: bool = True) -> None:
-        checkpointing.save(self, Path(path), save_optimizer=save_optimizer and self.trainable)
+        """Write ``path`` (layout in :mod:`.checkpointing`); a collective."""
+        checkpointing.save(self, Path(path), save_optimizer=save_optimizer)
 
     def load_checkpoint(self, path: str) -> None:
+        """Restore weights, and when trainable optimizer / scheduler / RNG, from a :meth:`save_checkpoint` folder."""
         checkpointing.load(self, Path(path))
 
-    def export_weight_buckets(self, bucket_bytes: int) -> list:
-        """Full HF-named weights (LoRA merged) as object-store refs of at most ``bucket_bytes`` each.
+    def _export_stream(self, is_writer: bool):
+        for name, tensor in weights.iter_hf_weights(self.model, lora_scale=self.lora_scale, keep=is_writer):
+            # Generation engines run in the compute dtype: cast here so refit moves half the bytes in bf16.
+            yield name, (tensor.to(self.compute_dtype) if tensor is not None and tensor.is_floating_point() else tensor)
 
-        A collective: every rank gathers; rank 0 puts the buckets and returns their refs.
+    def state_dict_for_export(self) -> dict[str, torch.Tensor]:
+        """Full HF-named weights (LoRA merged, compute dtype, CPU) on rank 0; ``{}`` elsewhere. A collective."""
+        is_writer = dist.get_rank() == 0
+        return {name: tensor for name, tensor in self._export_stream(is_writer) if is_writer}
+
+    def export_weight_buckets(self, bucket_bytes: int) -> list:
+        """Full HF-named weights (LoRA merged) put in Ray's object store as dicts of at most ``bucket_bytes``.
+
+        A collective: every rank gathers each tensor in turn; rank 0 puts the buckets and returns
+        their refs (``list[ray.ObjectRef]``), other ranks return ``[]``.
         """
         import ray
 
-        full = checkpointing.full_state_dict(self)
-        if dist.get_rank() != 0:
-            return []
         from nemo_distill.models.generation.refit import bucket_state_dict
 
-        hf_weights = checkpointing.to_hf_weights(self, full)
-        return [ray.put(bucket) for bucket in bucket_state_dict(hf_weights.items(), bucket_bytes)]
+        is_writer = dist.get_rank() == 0
+        stream = self._export_stream(is_writer)
+        if not is_writer:
+            weights.drain(stream)
+            return []
+        return [ray.put(bucket) for bucket in bucket_state_dict(stream, bucket_bytes)]
+
+    # ------------------------------------------------------------------ memory management
+    def _move_optimizer_state(self, device: torch.device | str) -> None:
+        for state in self.optimizer.state.values():
+            for name, value in state.items():
+                if isinstance(value, torch.Tensor) and name != "step":
+                    state[name] = value.to(device, non_blocking=True)
 
     def offload_to_cpu(self) -> None:
+        """Move the (sharded) weights to CPU memory so a colocated role can use the GPU (no-op on CPU)."""
         self.offload_events.append("offload_model")
-        if self.device.type == "cuda":
+        if self.device.type == "cuda" and not self.cfg.dtensor_cfg.cpu_offload:
             self.model.to("cpu")
             torch.cuda.empty_cache()
 
     def onload_to_device(self) -> None:
         self.offload_events.append("onload_model")
-        if self.device.type == "cuda":
+        if self.device.type == "cuda" and not self.cfg.dtensor_cfg.cpu_offload:
             self.model.to(self.device)
 
-    def _move_optimizer_state(self, device: torch.device | str) -> None:
-        if self.optimizer is None:
-            return
-        for state in self.optimizer.state.values():
-            for name, value in state.items():
-                if isinstance(value, torch.Tensor) and name != "step":
-                    state[name] = value.to(device)
-
     def offload_optimizer(self) -> None:
+        """Move AdamW moments to CPU memory (e.g. while the teacher scores on the same GPU; no-op on CPU)."""
         self.offload_events.append("offload_optimizer")
-        if self.device.type == "cuda":
+        if self.optimizer is not None and self.device.type == "cuda":
             self._move_optimizer_state("cpu")
             torch.cuda.empty_cache()
 
     def onload_optimizer(self) -> None:
         self.offload_events.append("onload_optimizer")
-        if self.device.type == "cuda":
+        if self.optimizer is not None and self.device.type == "cuda" and not self.cfg.dtensor_cfg.cpu_offload:
             self._move_optimizer_state(self.device)
 
     def get_offload_events(self) -> list[str]:
+        """Offload/onload calls so far, in order (each one of :data:`OFFLOAD_EVENTS`)."""
         return list(self.offload_events)
 
-    def get_rank_info(self) -> dict[str, int]:
-        return {"rank": dist.get_rank(), "world_size": dist.get_world_size(), "dp_rank": self.dp_rank, "dp_size": self.dp_size,
-                "tp_size": self.tp_size, "pid": os.getpid()}
+    # ------------------------------------------------------------------ introspection
+    def get_rank_info(self) -> RankInfo:
+        layout = self.layout
+        return RankInfo(rank=dist.get_rank(), world_size=dist.get_world_size(), dp_rank=layout.dp_rank, dp_size=layout.dp_size,
+                        cp_rank=layout.cp_rank, cp_size=layout.cp_size, tp_rank=layout.tp_rank, tp_size=layout.tp_size,
+                        pid=os.getpid(), device=str(self.device))
+
+    def ping(self) -> bool:
+        return True
 
     def peak_memory_gib(self) -> float:
         return torch.cuda.max_memory_allocated() / 2**30 if self.device.type == "cuda" else 0.0
 
+    def shutdown(self) -> None:
+        """Leave the process group (lets a test process or a reused actor start another group)."""
+        if dist.is_initialized():
+            dist.destroy_process_group()

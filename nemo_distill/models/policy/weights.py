@@ -1,0 +1,115 @@
+"""Full (unsharded) weights under HF names, streamed one tensor at a time from a sharded model.
+
+Used for weight refit (object-store buckets) and for the ``model/`` folder of a checkpoint. Every
+function here is a COLLECTIVE over all ranks of the worker group (each DTensor is all-gathered in
+turn), so every rank must iterate the stream to its end in the same order; only the writer rank
+keeps the tensors. Peak extra memory: one full tensor on every rank plus what the writer holds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from torch import nn
+
+from nemo_distill.models.policy import lora
+
+HF_SHARD_BYTES = 2 * 2**30  # safetensors file size of a saved HF folder
+
+
+def _full(tensor: torch.Tensor) -> torch.Tensor:
+    """All-gather a DTensor (a collective) into a CPU tensor that owns its memory.
+
+    A one-rank DTensor's ``full_tensor()`` (and a plain CPU tensor's ``cpu()``) can return the
+    parameter's own storage; copy then, or later optimizer steps would change what was exported.
+    """
+    local = tensor.to_local() if hasattr(tensor, "to_local") else tensor
+    full = tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor
+    full = full.detach().cpu()
+    if full.untyped_storage().data_ptr() == local.untyped_storage().data_ptr():
+        full = full.clone()
+    return full
+
+
+def iter_hf_weights(model: nn.Module, *, lora_scale: float | None, keep: bool) -> Iterator[tuple[str, torch.Tensor | None]]:
+    """Yield ``(hf_name, full_tensor)`` for every weight of ``model`` (buffers excluded).
+
+    With LoRA (``lora_scale`` not None) adapter tensors are merged into their base weights and not
+    yielded themselves. ``keep=False`` (non-writer ranks) yields ``None`` instead of the tensor but
+    still takes part in every gather.
+    """
+    state = model.state_dict()
+    for name, tensor in state.items():
+        if lora_scale is not None and lora.is_adapter_key(name):
+            continue
+        full = _full(tensor)
+        adapter_keys = lora.adapter_keys_of(name) if lora_scale is not None else None
+        if adapter_keys is not None and adapter_keys[0] in state:
+            lora_a, lora_b = (_full(state[key]) for key in adapter_keys)
+            full = lora.merge(full, lora_a, lora_b, lora_scale) if keep else full
+        yield (lora.hf_name(name) if lora_scale is not None else name), (full if keep else None)
+
+
+def full_adapter_state(model: nn.Module, *, keep: bool) -> dict[str, torch.Tensor]:
+    """Full LoRA adapter tensors under the wrapped model's names (empty on non-writer ranks). A collective."""
+    adapter = {}
+    for name, tensor in model.state_dict().items():
+        if lora.is_adapter_key(name):
+            full = _full(tensor)
+            if keep:
+                adapter[name] = full
+    return adapter
+
+
+def write_hf_weights(weights: Iterator[tuple[str, torch.Tensor | None]], folder: Path, *, tied_embeddings: bool,
+                     shard_bytes: int = HF_SHARD_BYTES) -> None:
+    """Write a weight stream as HF safetensors in ``folder``: ``model.safetensors``, or numbered shards plus
+    ``model.safetensors.index.json`` when larger than ``shard_bytes``. Non-writer ranks pass ``folder=None``
+    through :func:`drain` instead.
+
+    A tied ``lm_head.weight`` is left out: ``from_pretrained`` re-ties it to the embedding.
+    """
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    shard: dict[str, torch.Tensor] = {}
+    shard_size = 0
+    files: list[tuple[str, list[str]]] = []
+
+    def flush() -> None:
+        nonlocal shard, shard_size
+        if not shard:
+            return
+        filename = f"model-part-{len(files):05d}.safetensors"
+        save_file(shard, str(folder / filename), metadata={"format": "pt"})
+        files.append((filename, list(shard)))
+        shard, shard_size = {}, 0
+
+    for name, tensor in weights:
+        if tied_embeddings and name == "lm_head.weight":
+            continue
+        nbytes = tensor.numel() * tensor.element_size()
+        if shard and shard_size + nbytes > shard_bytes:
+            flush()
+        shard[name] = tensor.contiguous()
+        shard_size += nbytes
+    flush()
+    if len(files) == 1:
+        os.replace(folder / files[0][0], folder / "model.safetensors")
+        return
+    weight_map = {}
+    for index, (filename, names) in enumerate(files):
+        final = f"model-{index + 1:05d}-of-{len(files):05d}.safetensors"
+        os.replace(folder / filename, folder / final)
+        weight_map.update({name: final for name in names})
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}, indent=2))
+
+
+def drain(weights: Iterator) -> None:
+    """Run a weight stream to its end on a non-writer rank (its gathers must match the writer's)."""
+    for _ in weights:
+        pass
