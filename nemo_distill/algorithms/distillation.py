@@ -147,7 +147,7 @@ def setup(cfg: DistillationMasterConfig, config_yaml: str) -> DistillationRun:
 
     init_ray(cluster_cfg=cfg.cluster)
     cluster = RayVirtualCluster(cfg.cluster)
-    policy = PolicyWorkerGroup(cluster, cfg.policy, role="trainer", trainable=True)
+    policy = PolicyWorkerGroup(cluster, cfg.policy, role="trainer", trainable=True, total_steps=dist.max_num_steps)
     # Same model name as the student: the teacher loads the initial weights from disk, so it is a
     # frozen snapshot of the starting student, never the live one.
     teacher = PolicyWorkerGroup(cluster, cfg.teacher, role="teacher", trainable=False)

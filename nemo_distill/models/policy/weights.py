@@ -68,8 +68,8 @@ def full_adapter_state(model: nn.Module, *, keep: bool) -> dict[str, torch.Tenso
 def write_hf_weights(weights: Iterator[tuple[str, torch.Tensor | None]], folder: Path, *, tied_embeddings: bool,
                      shard_bytes: int = HF_SHARD_BYTES) -> None:
     """Write a weight stream as HF safetensors in ``folder``: ``model.safetensors``, or numbered shards plus
-    ``model.safetensors.index.json`` when larger than ``shard_bytes``. Non-writer ranks pass ``folder=None``
-    through :func:`drain` instead.
+    ``model.safetensors.index.json`` when larger than ``shard_bytes``. Writer rank only: the other ranks
+    run their stream through :func:`drain`.
 
     A tied ``lm_head.weight`` is left out: ``from_pretrained`` re-ties it to the embedding.
     """

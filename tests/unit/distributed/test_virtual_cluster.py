@@ -46,14 +46,16 @@ def test_plan_needs_one_placement_group_per_node():
 def test_real_cluster_reserves_bundles(ray_cluster):
     import ray
 
-    before = ray.available_resources().get("CPU", 0)
     cluster = RayVirtualCluster(ClusterConfig(cpu_slots_per_node=2))
     try:
         assert cluster.num_slots("trainer") == 2 and not cluster.uses_gpus
         assert [s.slot_id for s in cluster.slots("inference")] == [0, 1]
         assert len({id(s.placement_group) for s in cluster.slots("teacher")}) == 1  # one placement group per node
         assert "trainer: slots [0, 1]" in cluster.describe()
-        assert ray.available_resources().get("CPU", 0) == pytest.approx(before - 2 * CPU_BUNDLE_CPUS)
+        [pg] = cluster.placement_groups
+        table = ray.util.placement_group_table(pg)
+        assert table["state"] == "CREATED" and table["strategy"] == "STRICT_PACK"
+        assert list(table["bundles"].values()) == [{"CPU": CPU_BUNDLE_CPUS}] * 2
         with pytest.raises(ValueError, match="unknown role"):
             cluster.slots("critic")
     finally:
