@@ -22,9 +22,10 @@ import json
 import logging
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from nemo_distill.algorithms.context_distillation_utils import format_first_sample_debug
 from nemo_distill.algorithms.context_teacher import align_context_topk, build_context_teacher_batch
@@ -210,25 +211,37 @@ def teacher_topk_for_rollouts(run: DistillationRun, rollouts: RolloutBatch, step
     return extras, teacher_batch.metrics
 
 
+@contextmanager
+def generation_awake(run: DistillationRun) -> Iterator[None]:
+    """Colocated mode: generation workers hold GPU memory only while they sample."""
+    if run.cfg.cluster.colocated:
+        run.generation.wake_up()
+    try:
+        yield
+    finally:
+        if run.cfg.cluster.colocated:
+            run.generation.sleep()
+
+
 def validate(run: DistillationRun, step: int) -> dict[str, float]:
     """Greedy answers on the validation prompts: accuracy and mean response length."""
     cfg = run.cfg
-    sampling = SamplingParams.from_config(cfg.policy.generation, n=1)
-    sampling.temperature = 0.0
+    sampling = SamplingParams.from_config(cfg.policy.generation, n=1).greedy()
     rewards, lengths, rows = [], [], []
     batches = range(0, len(run.val_prompts), cfg.distillation.val_batch_size)
-    for start in progress_bar(batches, desc=f"validation step {step}", unit="batch"):
-        prompts = run.val_prompts[start : start + cfg.distillation.val_batch_size]
-        rollouts = generate_rollouts(
-            run.generation, prompts, sampling, environment=run.environment,
-            pad_token_id=run.tokenizer.pad_token_id, max_total_length=cfg.policy.max_total_sequence_length,
-        )
-        rewards += rollouts.rewards
-        lengths += rollouts.response_lengths
-        rows += [
-            {"problem": p.record.problem, "answer": p.record.answer, "response": s.text, "reward": r}
-            for p, s, r in zip(rollouts.prompts, rollouts.samples, rollouts.rewards)
-        ]
+    with generation_awake(run):
+        for start in progress_bar(batches, desc=f"validation step {step}", unit="batch"):
+            prompts = run.val_prompts[start : start + cfg.distillation.val_batch_size]
+            rollouts = generate_rollouts(
+                run.generation, prompts, sampling, environment=run.environment,
+                pad_token_id=run.tokenizer.pad_token_id, max_total_length=cfg.policy.max_total_sequence_length,
+            )
+            rewards += rollouts.rewards
+            lengths += rollouts.response_lengths
+            rows += [
+                {"problem": p.record.problem, "answer": p.record.answer, "response": s.text, "reward": r}
+                for p, s, r in zip(rollouts.prompts, rollouts.samples, rollouts.rewards)
+            ]
     run.logger.log_samples(rows, f"val_data_step{step}.jsonl")
     count = max(len(rewards), 1)
     return {"validation/accuracy": sum(rewards) / count, "validation/avg_length": sum(lengths) / count}
@@ -271,15 +284,11 @@ def train(run: DistillationRun) -> list[dict[str, float]]:
                 with timer.time("refit"):
                     refit_generation_from_policy(run.policy, run.generation, cfg.policy.generation.refit_bucket_mb)
                 generation_is_stale = False
-            with timer.time("generation"):
-                if colocated:
-                    run.generation.wake_up()
+            with timer.time("generation"), generation_awake(run):
                 rollouts = generate_rollouts(
                     run.generation, prompts, sampling, environment=run.environment,
                     pad_token_id=run.tokenizer.pad_token_id, max_total_length=cfg.policy.max_total_sequence_length,
                 )
-                if colocated:
-                    run.generation.sleep()
             with timer.time("teacher_topk"):
                 if colocated:
                     # Free the student's optimizer memory before the teacher runs on the same GPUs.
@@ -315,6 +324,9 @@ def train(run: DistillationRun) -> list[dict[str, float]]:
         is_last = step == max_steps
         if (dist.val_period and step % dist.val_period == 0) or (is_last and dist.val_at_end):
             with timer.time("validation"):
+                # Validate the weights this step produced, not the ones generation still holds.
+                refit_generation_from_policy(run.policy, run.generation, cfg.policy.generation.refit_bucket_mb)
+                generation_is_stale = False
                 metrics.update(validate(run, step))
             metrics["timing/validation/total"] = timer.elapsed("validation")
         run.logger.log_metrics(metrics, step=step)

@@ -38,7 +38,7 @@ class ClusterConfig:
     inference_gpu_ids: list[int] | None = None  # global slot ids of the generation workers (colocated: false)
     teacher_gpu_ids: list[int] | None = None  # global slot ids of the teacher workers (colocated: false)
     trainer_gpu_ids: list[int] | None = None  # global slot ids of the trainer; required when colocated is false
-    ray_address: str | None = None  # None: RAY_ADDRESS or a running cluster, else start one; "local": always start one
+    ray_address: str | None = None  # None: RAY_ADDRESS, else a private local cluster; "auto": a running cluster on this machine
     num_cpus: int | None = field(default=None, metadata={"ge": 1})  # CPUs of a locally started cluster (None: all)
     env_vars: dict[str, str] = field(default_factory=dict)  # extra environment variables for every worker
 

@@ -2,13 +2,13 @@
 
 Which cluster, in order:
 
-1. ``cluster.ray_address``: ``"local"`` always starts a private local cluster (what tests use,
-   so they never attach to someone else's); any other value (``"auto"``, ``"host:port"``) is
-   attached to.
-2. ``RAY_ADDRESS`` from the environment.
-3. A Ray cluster already running on this machine (``ray start --head``), if there is one.
-4. Otherwise a new local cluster with ``cluster.num_cpus`` CPUs, no dashboard, and no GPUs when
-   the config is in CPU mode (``cluster.gpus_per_node == 0``) or no GPU is visible.
+1. ``cluster.ray_address``: ``"local"`` always starts a private local cluster; ``"auto"`` attaches
+   to a Ray cluster already running on this machine (``ray start --head``) and starts a local one
+   when there is none; ``"host:port"`` is attached to.
+2. ``RAY_ADDRESS`` from the environment (``ray_bare.sub`` exports it).
+3. Otherwise a new private local cluster with ``cluster.num_cpus`` CPUs, no dashboard, and no GPUs
+   when the config is in CPU mode (``cluster.gpus_per_node == 0``) or no GPU is visible. A run never
+   joins an unrelated cluster that happens to run on the same machine unless asked to.
 
 Every worker process gets the environment of :func:`worker_env_vars` through the job's
 ``runtime_env``: the repo on ``PYTHONPATH`` (workers import ``nemo_distill`` even when it is not
@@ -60,7 +60,7 @@ def ray_address_to_use(cluster_cfg: ClusterConfig, environ: Mapping[str, str] | 
     environ = os.environ if environ is None else environ
     if cluster_cfg.ray_address:
         return cluster_cfg.ray_address
-    return environ.get("RAY_ADDRESS") or AUTO_DETECT
+    return environ.get("RAY_ADDRESS") or LOCAL_CLUSTER
 
 
 def _local_num_gpus(cluster_cfg: ClusterConfig) -> int | None:

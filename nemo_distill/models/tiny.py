@@ -29,12 +29,15 @@ def build_tiny_model(
     tokenizer_source: str = EMBEDDED_MODEL_NAME,
     vocab_size: int | None = None,
     head_dim: int | None = None,
+    initializer_range: float = 0.02,
 ) -> str:
     """Write a random ``arch`` model plus tokenizer to ``out_dir``; return the folder path.
 
     The vocabulary is the tokenizer's, so two tiny models of different sizes built here can
     be student and teacher of each other. ``vocab_size`` may be larger (to copy a real model's
     shape, e.g. Qwen3's 151936); the extra rows are never produced by the tokenizer.
+    A larger ``initializer_range`` gives peaked next-token distributions (stable greedy outputs),
+    which functional tests use so that a few training steps see nearly the same rollouts.
     """
     from transformers import AutoModelForCausalLM, LlamaConfig, Qwen3Config
 
@@ -49,6 +52,7 @@ def build_tiny_model(
         num_attention_heads=num_attention_heads,
         num_key_value_heads=num_key_value_heads,
         max_position_embeddings=2048,
+        initializer_range=initializer_range,
         tie_word_embeddings=False,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
@@ -79,10 +83,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--hidden-size", type=int, default=64)
     parser.add_argument("--num-layers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--init-std", type=float, default=0.02, help="initializer_range (larger: peakier outputs)")
     args = parser.parse_args(argv)
     path = build_tiny_model(
         args.out, arch=args.arch, hidden_size=args.hidden_size, num_layers=args.num_layers,
-        intermediate_size=2 * args.hidden_size, seed=args.seed,
+        intermediate_size=2 * args.hidden_size, seed=args.seed, initializer_range=args.init_std,
     )
     print(path)
 

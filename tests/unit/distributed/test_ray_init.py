@@ -16,8 +16,9 @@ from nemo_distill.distributed.ray_init import REPO_ROOT, init_ray, ray_address_t
         ("local", {"RAY_ADDRESS": "10.0.0.1:6379"}, "local"),  # tests: never attach to someone else's cluster
         ("10.0.0.2:6379", {"RAY_ADDRESS": "10.0.0.1:6379"}, "10.0.0.2:6379"),  # the config wins
         (None, {"RAY_ADDRESS": "10.0.0.1:6379"}, "10.0.0.1:6379"),  # ray_bare.sub exports RAY_ADDRESS
-        (None, {}, "auto"),  # a running cluster if there is one, else a local one
-        (None, {"RAY_ADDRESS": ""}, "auto"),
+        (None, {}, "local"),  # never join an unrelated cluster on the same machine by accident
+        (None, {"RAY_ADDRESS": ""}, "local"),
+        ("auto", {}, "auto"),  # asked for: a running cluster if there is one, else a local one
     ],
 )
 def test_ray_address_resolution(configured, environ, expected):
