@@ -34,3 +34,21 @@ def tiny_teacher_dir(tmp_path_factory) -> str:
     from nemo_distill.models.tiny import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny_teacher"), arch="qwen3", hidden_size=128, seed=1)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One private local Ray cluster per test session: 2 CPUs like CI; every CPU and GPU on a GPU machine.
+
+    ``ray_address="local"`` never attaches to a cluster someone else runs on this machine.
+    """
+    import ray
+    import torch
+
+    from nemo_distill.distributed.config import ClusterConfig
+    from nemo_distill.distributed.ray_init import init_ray
+
+    num_gpus = torch.cuda.device_count()
+    init_ray(ClusterConfig(ray_address="local", num_cpus=None if num_gpus else 2, gpus_per_node=num_gpus))
+    yield
+    ray.shutdown()
