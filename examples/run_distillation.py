@@ -17,13 +17,12 @@ prints the resolved config and exits; ``--inference_gpu_ids 0,1 --teacher_gpu_id
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from nemo_distill.algorithms.distillation import run_distillation  # noqa: E402
+from nemo_distill.algorithms.distillation import format_summary_table, run_distillation  # noqa: E402
 from nemo_distill.algorithms.distillation_config import DistillationMasterConfig  # noqa: E402
 from nemo_distill.config import ConfigError  # noqa: E402
 from nemo_distill.config.cli import parse_command_line  # noqa: E402
@@ -38,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(json.dumps(summary, indent=2))
+    print(format_summary_table(summary))
     return 0
 
 

@@ -346,16 +346,39 @@ def cleanup(run: DistillationRun) -> Path | None:
     return png
 
 
+SUMMARY_LABELS = {
+    "train/loss": "train/loss (student-teacher KL)",
+    "train/reward_mean": "train/reward_mean",
+    "train/context_distillation_trace_coverage": "trace coverage",
+    "validation/accuracy": "validation/accuracy",
+}
+
+
 def write_summary(run: DistillationRun, history: list[dict[str, float]], elapsed_s: float) -> dict[str, Any]:
     """First/last-step table of the run (printed, and saved as ``summary.json``)."""
     summary: dict[str, Any] = {"run_dir": str(run.run_dir), "steps": len(history), "wall_time_s": round(elapsed_s, 1)}
     if history:
         first, last = history[0], history[-1]
-        for name in ("train/loss", "train/reward_mean", "train/context_distillation_trace_coverage", "validation/accuracy"):
+        for name in SUMMARY_LABELS:
             if name in first or name in last:
                 summary[name] = {"first": first.get(name), "last": last.get(name), "first_step": first["step"], "last_step": last["step"]}
     (run.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+
+def format_summary_table(summary: dict[str, Any]) -> str:
+    """The first/last-step table printed at the end of a run."""
+    lines = [f"== distillation summary: {summary['steps']} steps in {summary['wall_time_s']} s, run dir {summary['run_dir']} =="]
+    lines.append(f"{'metric':<36} {'first':>10} {'last':>10}")
+    for name, label in SUMMARY_LABELS.items():
+        if name in summary:
+            entry = summary[name]
+            show = lambda value: "-" if value is None else f"{value:.4f}"  # noqa: E731
+            lines.append(f"{label:<36} {show(entry['first']):>10} {show(entry['last']):>10}")
+    if summary.get("curves_png"):
+        lines.append(f"curves: {summary['curves_png']}")
+    return "\n".join(lines)
 
 
 def run_distillation(cfg: DistillationMasterConfig, config_yaml: str) -> dict[str, Any]:
