@@ -16,11 +16,20 @@ REPO = Path(__file__).resolve().parents[2]
 RUN = [sys.executable, str(REPO / "examples" / "run_distillation.py"), "--config", str(REPO / "configs" / "distillation_tiny_cpu.yaml")]
 
 
+NON_COLOCATED = ["cluster.colocated=false", "cluster.cpu_slots_per_node=2", "cluster.inference_gpu_ids=[0]",
+                 "cluster.teacher_gpu_ids=[0]", "cluster.trainer_gpu_ids=[1]"]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("script", ["distillation.sh", "context_distillation.sh"])
-def test_functional_script(script, tmp_path):
+@pytest.mark.parametrize(
+    "script, extra",
+    [("distillation.sh", []), ("context_distillation.sh", []), ("distillation.sh", NON_COLOCATED)],
+    ids=["distillation", "context_distillation", "distillation-non-colocated"],
+)
+def test_functional_script(script, extra, tmp_path):
     env = {**os.environ, "PYTHON": sys.executable, "WORK": str(tmp_path)}
-    result = subprocess.run(["bash", str(REPO / "tests" / "functional" / script)], env=env, capture_output=True, text=True, timeout=600)
+    command = ["bash", str(REPO / "tests" / "functional" / script), *extra]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "OK" in result.stdout
 
