@@ -142,6 +142,16 @@ def check_distillation_config(cfg: DistillationMasterConfig, *, student_vocab_si
             f"({cfg.policy.generation.vllm_cfg.max_model_len}) is shorter than policy.max_total_sequence_length "
             f"({cfg.policy.max_total_sequence_length})",
         )
+    if cfg.cluster.inference_dp is not None:
+        generation = cfg.policy.generation
+        engine_tp = generation.vllm_cfg.tensor_parallel_size if generation.backend == "vllm" else 1
+        inference_slots = len(cfg.cluster.role_slot_ids("inference"))
+        if cfg.cluster.inference_dp * engine_tp != inference_slots:
+            raise ConfigError(
+                "cluster.inference_dp",
+                f"is {cfg.cluster.inference_dp} but {inference_slots} inference slot(s) with engine tensor parallel "
+                f"{engine_tp} give data parallel {inference_slots // engine_tp}; leave it unset to infer it",
+            )
     if cfg.data.max_input_seq_length >= cfg.policy.max_total_sequence_length:
         raise ConfigError(
             "data.max_input_seq_length",

@@ -25,6 +25,7 @@ from nemo_distill.config.errors import ConfigError
 Role = Literal["inference", "teacher", "trainer"]  # what a worker group does; each role has its own slots
 ROLES: tuple[str, ...] = ("inference", "teacher", "trainer")
 GPU_ID_FLAGS: dict[str, str] = {f"--{role}_gpu_ids": role for role in ROLES}
+INFERENCE_DP_FLAG = "--inference.parallel.dp"
 
 
 @dataclass
@@ -41,6 +42,7 @@ class ClusterConfig:
     ray_address: str | None = None  # None: RAY_ADDRESS, else a private local cluster; "auto": a running cluster on this machine
     num_cpus: int | None = field(default=None, metadata={"ge": 1})  # CPUs of a locally started cluster (None: all)
     env_vars: dict[str, str] = field(default_factory=dict)  # extra environment variables for every worker
+    inference_dp: int | None = field(default=None, metadata={"ge": 1})  # seed-001 --inference.parallel.dp: checked, inferred when null
 
     def __post_init__(self) -> None:
         self.check_placement()
@@ -142,8 +144,9 @@ def apply_gpu_id_flags(argv: list[str]) -> tuple[list[str], list[str]]:
 
     ``--inference_gpu_ids 0,1 --teacher_gpu_ids 2 --trainer_gpu_ids 3`` (also ``--x_gpu_ids 0 1``,
     ``--x_gpu_ids=0,1`` and ``--x-gpu-ids``) -> ``(["cluster.inference_gpu_ids=[0,1]", ...,
-    "cluster.colocated=false"], rest_of_argv)``. Arguments that are not these flags are returned
-    untouched, in order.
+    "cluster.colocated=false"], rest_of_argv)``. ``--inference.parallel.dp N`` becomes
+    ``cluster.inference_dp=N``, checked against the inference slots. Arguments that are not these
+    flags are returned untouched, in order.
     """
     overrides: list[str] = []
     rest: list[str] = []
@@ -151,6 +154,13 @@ def apply_gpu_id_flags(argv: list[str]) -> tuple[list[str], list[str]]:
     while index < len(argv):
         token = argv[index]
         flag, _, inline = token.partition("=")
+        if flag == INFERENCE_DP_FLAG:
+            value = inline or (argv[index + 1] if index + 1 < len(argv) else "")
+            if not value.isdigit():
+                raise ConfigError("cluster.inference_dp", f"{INFERENCE_DP_FLAG} needs a positive integer, got {value!r}")
+            overrides.append(f"cluster.inference_dp={int(value)}")
+            index += 1 if inline else 2
+            continue
         role = GPU_ID_FLAGS.get(_normalise_flag(flag))
         if role is None:
             rest.append(token)

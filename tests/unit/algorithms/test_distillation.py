@@ -187,3 +187,21 @@ def test_distillation_loss_normalises_by_global_tokens(kl_type):
     torch.testing.assert_close(local, reference)
     doubled, _ = loss_fn(logits, batch, global_valid_tokens=2 * float(rows.sum()))
     torch.testing.assert_close(doubled, reference / 2)
+
+
+def test_seed_001_flags_place_roles_and_check_inference_dp():
+    result = subprocess.run(
+        [sys.executable, str(REPO / "examples" / "run_distillation.py"), "--config", str(BASE_CONFIG), "--print-config",
+         "cluster.gpus_per_node=4", "--inference_gpu_ids", "0,1", "--teacher_gpu_ids", "2", "--trainer_gpu_ids", "3",
+         "--inference.parallel.dp", "2"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "inference_dp: 2" in result.stdout and "colocated: false" in result.stdout
+    ok = config_with("cluster.gpus_per_node=4", "cluster.colocated=false", "cluster.inference_gpu_ids=[0,1]",
+                     "cluster.teacher_gpu_ids=[2]", "cluster.trainer_gpu_ids=[3]", "cluster.inference_dp=2")
+    check_distillation_config(ok)
+    bad = config_with("cluster.gpus_per_node=4", "cluster.colocated=false", "cluster.inference_gpu_ids=[0,1]",
+                      "cluster.teacher_gpu_ids=[2]", "cluster.trainer_gpu_ids=[3]", "cluster.inference_dp=3")
+    with pytest.raises(ConfigError, match="cluster.inference_dp"):
+        check_distillation_config(bad)
