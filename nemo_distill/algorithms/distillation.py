@@ -238,10 +238,7 @@ def validate(run: DistillationRun, step: int) -> dict[str, float]:
             )
             rewards += rollouts.rewards
             lengths += rollouts.response_lengths
-            rows += [
-                {"problem": p.record.problem, "answer": p.record.answer, "response": s.text, "reward": r}
-                for p, s, r in zip(rollouts.prompts, rollouts.samples, rollouts.rewards)
-            ]
+            rows += _sample_rows(rollouts)
     run.logger.log_samples(rows, f"val_data_step{step}.jsonl")
     count = max(len(rewards), 1)
     return {"validation/accuracy": sum(rewards) / count, "validation/avg_length": sum(lengths) / count}
@@ -256,7 +253,8 @@ def save_checkpoint(run: DistillationRun, step: int, metrics: dict[str, float]) 
     return run.checkpoints.finalize(step, tmp_dir, info)
 
 
-def _sample_rows(rollouts: RolloutBatch, limit: int) -> list[dict[str, Any]]:
+def _sample_rows(rollouts: RolloutBatch, limit: int | None = None) -> list[dict[str, Any]]:
+    """Rows of ``train_data_step{N}.jsonl`` / ``val_data_step{N}.jsonl`` (the first ``limit`` samples)."""
     return [
         {"problem": p.record.problem, "answer": p.record.answer, "response": s.text, "reward": r, "finish_reason": s.finish_reason}
         for p, s, r in list(zip(rollouts.prompts, rollouts.samples, rollouts.rewards))[:limit]

@@ -41,6 +41,18 @@ class TokenizerConfig:
     chat_template_kwargs: dict[str, Any] = field(default_factory=dict)  # e.g. {enable_thinking: true}
 
 
+PRECISIONS = ("auto", "float32", "bfloat16")
+
+
+def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """``auto``: bf16 on GPU, fp32 on CPU (bf16 matmuls are slow and imprecise on CPU)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision '{precision}' is not one of {list(PRECISIONS)}")
+    if precision == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return torch.bfloat16 if precision == "bfloat16" else torch.float32
+
+
 def cache_dir() -> Path:
     """Root of nemo-distill's on-disk cache (``$NEMO_DISTILL_CACHE`` or ``~/.cache/nemo_distill``)."""
     return Path(os.environ.get("NEMO_DISTILL_CACHE", Path.home() / ".cache" / "nemo_distill")).expanduser()

@@ -40,21 +40,9 @@ from nemo_distill.models.generation.interfaces import (
     WeightUpdateStats,
 )
 from nemo_distill.models.generation.refit import fetch_buckets, tensor_nbytes
-from nemo_distill.models.loading import TokenizerConfig, load_causal_lm, load_tokenizer
+from nemo_distill.models.loading import TokenizerConfig, load_causal_lm, load_tokenizer, resolve_dtype
 
 log = logging.getLogger(__name__)
-
-PRECISIONS = ("auto", "float32", "bfloat16")
-
-
-def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
-    """``auto``: bf16 on GPU, fp32 on CPU (bf16 matmuls are slow and imprecise on CPU)."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision '{precision}' is not one of {list(PRECISIONS)}")
-    if precision == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    return torch.bfloat16 if precision == "bfloat16" else torch.float32
-
 
 class RawLogprobRecorder:
     """A logits processor, first in the chain, recording log p(sampled token) under the RAW logits.

@@ -21,7 +21,7 @@ import torch.distributed as dist
 
 from nemo_distill.algorithms.loss_functions import selected_token_logprobs
 from nemo_distill.data.batch import TokenBatch
-from nemo_distill.models.loading import load_causal_lm
+from nemo_distill.models.loading import load_causal_lm, resolve_dtype
 from nemo_distill.models.policy import checkpointing, context_parallel, weights
 from nemo_distill.models.policy.collectives import all_reduce_sum, all_reduce_sum_dict
 from nemo_distill.models.policy.config import PolicyConfig, TeacherConfig
@@ -88,9 +88,7 @@ class PolicyWorker:
                 f"{fsdp_ranks} data/context-parallel ranks; set dtensor_cfg.enabled=true or use one worker per TP group"
             )
 
-        on_gpu = self.device.type == "cuda"
-        precision = cfg.precision if cfg.precision != "auto" else ("bfloat16" if on_gpu else "float32")
-        self.compute_dtype = torch.bfloat16 if precision == "bfloat16" else torch.float32
+        self.compute_dtype = resolve_dtype(cfg.precision, self.device)
         # A trainable model keeps fp32 master weights and lets FSDP2 cast to bf16 for compute; a frozen
         # one is simply loaded in the compute dtype.
         load_dtype = torch.float32 if trainable else self.compute_dtype

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from nemo_distill.models.generation.config import GenerationConfig
-from nemo_distill.models.generation.hf_backend import HFGenerationWorker, finalize_response, resolve_dtype
+from nemo_distill.models.generation.hf_backend import HFGenerationWorker, finalize_response
+from nemo_distill.models.loading import resolve_dtype
 from nemo_distill.models.generation.interfaces import GenerationRequest, SamplingParams
 
 PROMPT_TEXTS = ["Hello there, how are", "The capital of France is a city called", "Hi"]
