@@ -50,7 +50,7 @@ from nemo_distill.distributed.virtual_cluster import RayVirtualCluster
 from nemo_distill.environments.math import MathEnvironment
 from nemo_distill.models.generation.group import GenerationWorkerGroup
 from nemo_distill.models.generation.interfaces import SamplingParams
-from nemo_distill.models.generation.refit import refit_generation_from_policy
+from nemo_distill.models.generation.refit import WeightRefitter, choose_transport
 from nemo_distill.models.loading import load_tokenizer, model_vocab_size
 from nemo_distill.models.policy.group import PolicyWorkerGroup
 from nemo_distill.utils.checkpoint import CheckpointManager
@@ -78,6 +78,7 @@ class DistillationRun:
     policy: PolicyWorkerGroup
     teacher: PolicyWorkerGroup
     generation: GenerationWorkerGroup
+    refitter: WeightRefitter  # policy weights -> generation workers
     cluster: RayVirtualCluster
     environment: MathEnvironment
     loss_fn: TopkDistillationLoss
@@ -141,6 +142,13 @@ def setup(cfg: DistillationMasterConfig, config_yaml: str) -> DistillationRun:
     val_prompts = _load_prompts(cfg, tokenizer, "validation")[: dist.max_val_samples]
     train_loader = PromptDataLoader(train_prompts, batch_size=dist.num_prompts_per_step, seed=dist.seed, shuffle=cfg.data.shuffle)
 
+    inference_on_trainer_gpus = set(cfg.cluster.role_slot_ids("inference")) <= set(cfg.cluster.role_slot_ids("trainer"))
+    try:  # an impossible transport fails here, before any worker starts
+        choose_transport(cfg.policy.generation.refit_transport, uses_gpus=cfg.cluster.uses_gpus,
+                         inference_on_trainer_gpus=inference_on_trainer_gpus)
+    except ValueError as err:
+        raise ConfigError("policy.generation.refit_transport", str(err)) from None
+
     checkpoints = CheckpointManager(cfg.checkpointing)
     run_dir = resolve_experiment_dir(cfg.logger.log_dir, cfg.logger.exp_numbering)
     (run_dir / "config.yaml").write_text(config_yaml)
@@ -175,6 +183,9 @@ def setup(cfg: DistillationMasterConfig, config_yaml: str) -> DistillationRun:
         policy=policy,
         teacher=teacher,
         generation=generation,
+        refitter=WeightRefitter(policy, generation, bucket_mb=cfg.policy.generation.refit_bucket_mb,
+                                transport=cfg.policy.generation.refit_transport, uses_gpus=cfg.cluster.uses_gpus,
+                                inference_on_trainer_gpus=inference_on_trainer_gpus),
         cluster=cluster,
         environment=MathEnvironment(use_math_verify=cfg.env.math.use_math_verify),
         loss_fn=TopkDistillationLoss(cfg.loss_fn.kl_type, cfg.loss_fn.mixed_kl_weight, cfg.loss_fn.zero_outside_topk),
@@ -280,7 +291,7 @@ def train(run: DistillationRun) -> list[dict[str, float]]:
             prompts = next(run.train_loader)
             if generation_is_stale:
                 with timer.time("refit"):
-                    refit_generation_from_policy(run.policy, run.generation, cfg.policy.generation.refit_bucket_mb)
+                    run.refitter.refit()
                 generation_is_stale = False
             with timer.time("generation"), generation_awake(run):
                 rollouts = generate_rollouts(
@@ -323,7 +334,7 @@ def train(run: DistillationRun) -> list[dict[str, float]]:
         if (dist.val_period and step % dist.val_period == 0) or (is_last and dist.val_at_end):
             with timer.time("validation"):
                 # Validate the weights this step produced, not the ones generation still holds.
-                refit_generation_from_policy(run.policy, run.generation, cfg.policy.generation.refit_bucket_mb)
+                run.refitter.refit()
                 generation_is_stale = False
                 metrics.update(validate(run, step))
             metrics["timing/validation/total"] = timer.elapsed("validation")

@@ -40,6 +40,7 @@ import re
 import socket
 import time
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from nemo_distill.distributed.config import Role
@@ -141,6 +142,39 @@ def _local_ranks(node_ids: list[str]) -> list[int]:
     return local
 
 
+@dataclass
+class PendingCall:
+    """A method started on some ranks of a group and not yet waited for (see :func:`wait_all`)."""
+
+    group: "RayWorkerGroup"
+    method: str
+    refs: list[Any]
+    ranks: list[int]
+
+
+def wait_all(*calls: PendingCall, timeout_s: float | None = None) -> list[list[Any]]:
+    """The results of every call, each in its rank order; the FIRST failure in any group raises at once.
+
+    Waiting on calls of several groups together is what makes calls that depend on each other
+    (the two ends of a broadcast) safe: a failure on one side cannot leave the driver blocked
+    on the other. ``timeout_s`` raises ``TimeoutError(stuck_ranks)``.
+    """
+    import ray
+
+    owner = {ref: (call, rank) for call in calls for ref, rank in zip(call.refs, call.ranks)}
+    results: dict[Any, Any] = {}
+    pending = list(owner)
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while pending:
+        ready, pending = ray.wait(pending, num_returns=1, timeout=POLL_INTERVAL_S)
+        for ref in ready:
+            call, rank = owner[ref]
+            results[ref] = call.group._get(ref, rank, call.method)
+        if deadline is not None and pending and time.monotonic() > deadline:
+            raise TimeoutError(sorted(owner[ref][1] for ref in pending))
+    return [[results[ref] for ref in call.refs] for call in calls]
+
+
 class RayWorkerGroup:
     """``world_size`` actors hosting ``actor_cls(**actor_kwargs)``, one per slot of ``role``.
 
@@ -214,21 +248,13 @@ class RayWorkerGroup:
         import ray
 
         ranks = list(range(len(refs))) if ranks is None else ranks
-        rank_of = {ref: rank for ref, rank in zip(refs, ranks)}
-        results: dict[Any, Any] = {}
-        pending = list(refs)
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        while pending:
-            ready, pending = ray.wait(pending, num_returns=1, timeout=POLL_INTERVAL_S)
-            for ref in ready:
-                results[ref] = self._get(ref, rank_of[ref], method)
-            if deadline is not None and pending and time.monotonic() > deadline:
-                stuck = sorted(rank_of[ref] for ref in pending)
-                raise TimeoutError(
-                    f"{self.role} worker rank(s) {stuck} did not start within {timeout_s:.0f} s: Ray cannot schedule them "
-                    f"(resources: {ray.available_resources()})"
-                )
-        return [results[ref] for ref in refs]
+        try:
+            return wait_all(PendingCall(self, method, list(refs), ranks), timeout_s=timeout_s)[0]
+        except TimeoutError as err:
+            raise TimeoutError(
+                f"{self.role} worker rank(s) {err.args[0]} did not start within {timeout_s:.0f} s: Ray cannot schedule them "
+                f"(resources: {ray.available_resources()})"
+            ) from None
 
     def _get(self, ref: Any, rank: int, method: str) -> Any:
         import ray
@@ -261,8 +287,8 @@ class RayWorkerGroup:
 
     # -- calls ---------------------------------------------------------------------------------
 
-    def call_all(self, method: str, *args: Any, **kwargs: Any) -> list[Any]:
-        """``method(*args, **kwargs)`` on every worker; results in rank order.
+    def submit_all(self, method: str, *args: Any, **kwargs: Any) -> PendingCall:
+        """Start ``method(*args, **kwargs)`` on every worker without waiting (collect with :func:`wait_all`).
 
         The arguments are stored in Ray's object store once and shared by all workers.
         """
@@ -270,7 +296,18 @@ class RayWorkerGroup:
 
         self._check_alive()
         packed = ray.put((args, kwargs))
-        return self._wait([actor.call.remote(method, packed) for actor in self._actors], method)
+        return PendingCall(self, method, [actor.call.remote(method, packed) for actor in self._actors], list(range(self.world_size)))
+
+    def submit_rank(self, rank: int, method: str, *args: Any, **kwargs: Any) -> PendingCall:
+        """Start ``method(*args, **kwargs)`` on worker ``rank`` only, without waiting."""
+        self._check_alive()
+        if not 0 <= rank < self.world_size:
+            raise ValueError(f"rank {rank} is out of range for the {self.role} group of {self.world_size} worker(s)")
+        return PendingCall(self, method, [self._actors[rank].call.remote(method, (args, kwargs))], [rank])
+
+    def call_all(self, method: str, *args: Any, **kwargs: Any) -> list[Any]:
+        """``method(*args, **kwargs)`` on every worker; results in rank order."""
+        return wait_all(self.submit_all(method, *args, **kwargs))[0]
 
     def call_sharded(
         self, method: str, shards: list[Any], *, shard_of_rank: Callable[[int], int] | None = None, **kwargs: Any
@@ -295,10 +332,12 @@ class RayWorkerGroup:
 
     def call_rank(self, rank: int, method: str, *args: Any, **kwargs: Any) -> Any:
         """``method(*args, **kwargs)`` on worker ``rank`` only."""
+        return wait_all(self.submit_rank(rank, method, *args, **kwargs))[0][0]
+
+    def node_ip_and_free_port(self, rank: int = 0) -> tuple[str, int]:
+        """An address other processes can rendezvous at on ``rank``'s node (e.g. a second process group)."""
         self._check_alive()
-        if not 0 <= rank < self.world_size:
-            raise ValueError(f"rank {rank} is out of range for the {self.role} group of {self.world_size} worker(s)")
-        return self._wait([self._actors[rank].call.remote(method, (args, kwargs))], method, ranks=[rank])[0]
+        return self._wait([self._actors[rank].node_ip_and_free_port.remote()], "node_ip_and_free_port", ranks=[rank])[0]
 
     def shutdown(self) -> None:
         """Kill every worker process (idempotent). Blocked or dead workers are fine to kill."""

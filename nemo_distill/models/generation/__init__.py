@@ -5,8 +5,10 @@
   ``GenerationOutput``, ``WeightUpdateStats``), ``GenerationInterface``, the log-prob convention
 * :mod:`.hf_backend`   -- ``HFGenerationWorker``: transformers ``generate``, CPU and GPU
 * :mod:`.vllm_backend` -- ``VllmGenerationWorker``: vLLM's public API (optional ``vllm`` extra, GPU)
-* :mod:`.refit`        -- ``bucket_state_dict``, ``refit_generation_from_policy``: policy weights ->
-  generation workers in bounded buckets through Ray's object store
+* :mod:`.refit`        -- ``WeightRefitter``: policy weights -> generation workers in bounded
+  buckets, through Ray's object store, CUDA IPC (colocated GPUs) or a broadcast group
+* :mod:`.weight_transfer` -- the wire formats: buckets, flat-buffer layouts, IPC handles, the
+  transfer process group, and ``WeightReceiver`` (the refit endpoints every backend mixes in)
 * :mod:`.group`        -- ``GenerationWorkerGroup``: one worker per ``inference`` slot, prompts split
   across them, outputs merged in prompt order
 

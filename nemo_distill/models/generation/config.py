@@ -38,6 +38,9 @@ class GenerationConfig:
     seed: int | None = None  # the k-th generate call of a worker uses seed + k: reproducible runs, fresh samples per call
     max_batch_size: int = field(default=64, metadata={"ge": 1})  # hf: sequences (prompts x n) per generate call
     refit_bucket_mb: int = field(default=512, metadata={"ge": 1})  # policy -> generation weight transfer bucket size
+    # How refit moves the buckets: auto = object_store on CPU, cuda_ipc on colocated GPUs, broadcast
+    # (NCCL) when generation has GPUs of its own; broadcast also runs on CPU (gloo). See generation/refit.py.
+    refit_transport: Literal["auto", "object_store", "cuda_ipc", "broadcast"] = "auto"
     vllm_cfg: VllmConfig = field(default_factory=VllmConfig)
 
     def __post_init__(self) -> None:

@@ -39,7 +39,7 @@ from nemo_distill.models.generation.interfaces import (
     SamplingParams,
     WeightUpdateStats,
 )
-from nemo_distill.models.generation.refit import fetch_buckets, tensor_nbytes
+from nemo_distill.models.generation.weight_transfer import WeightReceiver, tensor_nbytes
 from nemo_distill.models.loading import TokenizerConfig, load_causal_lm, load_tokenizer, resolve_dtype
 
 log = logging.getLogger(__name__)
@@ -126,7 +126,7 @@ def finalize_response(
     return token_ids[:end], logprobs[:end], text, reason
 
 
-class HFGenerationWorker:
+class HFGenerationWorker(WeightReceiver):
     """One generation replica (a Ray actor of ``GenerationWorkerGroup``; usable in-process too).
 
     Device: the first visible GPU if any (inside Ray, the slot's GPU), else CPU.
@@ -260,7 +260,7 @@ class HFGenerationWorker:
         """
         targets = dict(self.model.named_parameters(remove_duplicate=False))
         targets.update(self.model.named_buffers(remove_duplicate=False))
-        loaded_storages: set[int] = set()
+        loaded: set[str] = set()
         stats = WeightUpdateStats(num_buckets=0, num_tensors=0, num_bytes=0)
         for bucket in weight_buckets:
             for name, tensor in bucket.items():
@@ -270,20 +270,22 @@ class HFGenerationWorker:
                 if tuple(target.shape) != tuple(tensor.shape):
                     raise ValueError(f"refit: '{name}' has shape {tuple(tensor.shape)}, the generation model expects {tuple(target.shape)}")
                 target.copy_(tensor)
-                loaded_storages.add(target.data_ptr())
+                loaded.add(name)
                 stats.num_tensors += 1
                 stats.num_bytes += tensor_nbytes(tensor)
             stats.num_buckets += 1
             del bucket  # keep peak memory at about one bucket while the iterator fetches the next
         if strict:
-            missing = [name for name, param in self.model.named_parameters(remove_duplicate=False) if param.data_ptr() not in loaded_storages]
-            if missing:
-                raise ValueError(f"refit: {len(missing)} parameter(s) were not in any bucket, e.g. {missing[:5]}")
+            self.check_weight_names(loaded)
         return stats
 
-    def update_weights_from_refs(self, refs: list[Any]) -> WeightUpdateStats:
-        """:meth:`update_weights` from Ray object refs of buckets, fetched one at a time."""
-        return self.update_weights(fetch_buckets(refs))
+    def check_weight_names(self, names: Iterable[str]) -> None:
+        """Raise ``ValueError`` listing the parameters ``names`` leaves unset (tied ones count when any name is given)."""
+        params = dict(self.model.named_parameters(remove_duplicate=False))
+        covered = {params[name].data_ptr() for name in names if name in params}
+        missing = [name for name, param in params.items() if param.data_ptr() not in covered]
+        if missing:
+            raise ValueError(f"refit: {len(missing)} parameter(s) were not in any bucket, e.g. {missing[:5]}")
 
     # -- memory ----------------------------------------------------------------------------
 

@@ -1,85 +1,137 @@
 """Weight refit: the current policy weights into every generation worker, in bounded buckets.
 
-How the weights travel (CPU and GPU alike): every policy rank gathers the full tensors of its
-DTensor shards (a collective), rank 0 groups them with :func:`bucket_state_dict` and puts each
-bucket (a ``dict`` of HF-named tensors of at most ``bucket_bytes``) into Ray's object store, and
-returns the refs. The driver hands the same refs to every generation worker, which fetches and
-loads them one at a time (:func:`fetch_buckets`), so a worker's extra peak memory is about one
-bucket. The object store holds the whole model while the refit runs and frees it when the refs
-are dropped.
+Every transport streams the full (unsharded) HF-named weights, LoRA merged and cast to the
+compute dtype: each policy rank all-gathers one tensor at a time (a collective), and the tensors
+are grouped into buckets of at most ``policy.generation.refit_bucket_mb``, so the extra peak
+memory on either side is about one bucket. ``policy.generation.refit_transport`` picks how a
+bucket travels (wire formats in :mod:`.weight_transfer`):
 
-Not implemented: colocated CUDA IPC handles (zero-copy on one GPU) and NCCL broadcast between
-non-colocated GPUs; both would replace only the transport, not this interface.
+============== ===================================================== ==============================
+transport      how a bucket moves                                    when ``auto`` picks it
+============== ===================================================== ==============================
+object_store   rank 0 gathers to CPU, ``ray.put`` per bucket; every  CPU clusters
+               generation worker fetches and loads one at a time
+cuda_ipc       every policy rank packs the bucket into a buffer on   GPU, every inference slot is
+               its GPU; the generation worker on the same GPU maps   also a trainer slot
+               it via a CUDA IPC handle and copies (no host trip)    (colocated)
+broadcast      policy rank 0 packs on its device and broadcasts to   GPU, separate inference GPUs
+               all generation workers over a group of their own
+               (NCCL on GPU, gloo on CPU)
+============== ===================================================== ==============================
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Iterable, Iterator
+from typing import Any, Literal
 
-import torch
-
+from nemo_distill.distributed.worker_group import wait_all
 from nemo_distill.models.generation.interfaces import WeightUpdateStats
 
 log = logging.getLogger(__name__)
 
 MIB = 2**20
+RefitTransport = Literal["auto", "object_store", "cuda_ipc", "broadcast"]
+TRANSPORTS = ("object_store", "cuda_ipc", "broadcast")
 
 
-def tensor_nbytes(tensor: torch.Tensor) -> int:
-    return tensor.numel() * tensor.element_size()
-
-
-def bucket_state_dict(named_tensors: Iterable[tuple[str, torch.Tensor]], bucket_bytes: int) -> Iterator[dict[str, torch.Tensor]]:
-    """Group ``(name, tensor)`` pairs, in order, into dicts of at most ``bucket_bytes`` bytes.
-
-    Greedy: a bucket is closed when the next tensor would overflow it. A single tensor larger
-    than ``bucket_bytes`` gets a bucket of its own (tensors are never split). Lazy: only the
-    current bucket is held, so a generator of gathered tensors stays bounded too.
-    """
-    if bucket_bytes < 1:
-        raise ValueError(f"bucket_bytes must be >= 1, got {bucket_bytes}")
-    bucket: dict[str, torch.Tensor] = {}
-    size = 0
-    for name, tensor in named_tensors:
-        if name in bucket:
-            raise ValueError(f"tensor name '{name}' appears twice in the weights to bucket")
-        nbytes = tensor_nbytes(tensor)
-        if bucket and size + nbytes > bucket_bytes:
-            yield bucket
-            bucket, size = {}, 0
-        bucket[name] = tensor
-        size += nbytes
-    if bucket:
-        yield bucket
-
-
-def fetch_buckets(refs: list[Any]) -> Iterator[dict[str, torch.Tensor]]:
-    """Yield the buckets behind Ray object ``refs`` one at a time (the caller drops each before the next)."""
-    import ray
-
-    for ref in refs:
-        yield ray.get(ref)
+def choose_transport(requested: str, *, uses_gpus: bool, inference_on_trainer_gpus: bool) -> str:
+    """The transport ``requested`` means on this cluster (``auto`` resolved); raises for an impossible one."""
+    if requested == "auto":
+        if not uses_gpus:
+            return "object_store"
+        return "cuda_ipc" if inference_on_trainer_gpus else "broadcast"
+    if requested not in TRANSPORTS:
+        raise ValueError(f"policy.generation.refit_transport '{requested}' is not one of {['auto', *TRANSPORTS]}")
+    if requested == "cuda_ipc" and not (uses_gpus and inference_on_trainer_gpus):
+        raise ValueError(
+            "policy.generation.refit_transport=cuda_ipc needs every inference GPU to also be a trainer GPU "
+            "(colocated on GPUs); use broadcast or object_store"
+        )
+    return requested
 
 
 def refit_generation_from_policy(policy_group: Any, generation_group: Any, bucket_mb: int) -> WeightUpdateStats:
-    """Copy the policy's current weights into every generation worker.
-
-    ``policy_group.export_weight_buckets(bucket_bytes) -> list[ObjectRef]`` (``PolicyWorkerGroup``)
-    and ``generation_group.update_weights_from_refs(refs) -> WeightUpdateStats``
-    (``GenerationWorkerGroup``). Returns what each generation worker loaded.
-    """
-    if bucket_mb < 1:
-        raise ValueError(f"policy.generation.refit_bucket_mb must be >= 1, got {bucket_mb}")
-    started = time.perf_counter()
+    """Object-store refit: ``policy_group.export_weight_buckets(bucket_bytes) -> list[ObjectRef]`` and
+    ``generation_group.update_weights_from_refs(refs) -> WeightUpdateStats`` (rank 0's)."""
+    _check_bucket_mb(bucket_mb)
     refs = policy_group.export_weight_buckets(bucket_mb * MIB)
     if not refs:
         raise RuntimeError("the policy exported no weight buckets (export_weight_buckets returned no refs)")
     stats = generation_group.update_weights_from_refs(refs)
     del refs  # the object store frees the buckets once no one holds a ref
-    log.info(
-        "refit: %d tensors (%.1f MiB) in %d bucket(s) in %.2f s",
-        stats.num_tensors, stats.num_bytes / MIB, stats.num_buckets, time.perf_counter() - started,
-    )
     return stats
+
+
+def _check_bucket_mb(bucket_mb: int) -> None:
+    if bucket_mb < 1:
+        raise ValueError(f"policy.generation.refit_bucket_mb must be >= 1, got {bucket_mb}")
+
+
+class WeightRefitter:
+    """Moves the policy's weights into the generation workers with one transport, chosen once.
+
+    Args:
+        policy: a ``PolicyWorkerGroup`` (the student).
+        generation: a ``GenerationWorkerGroup``.
+        bucket_mb: ``policy.generation.refit_bucket_mb``.
+        transport: ``policy.generation.refit_transport`` (``auto`` resolved with :func:`choose_transport`).
+        uses_gpus / inference_on_trainer_gpus: from the cluster config.
+    """
+
+    def __init__(self, policy: Any, generation: Any, *, bucket_mb: int, transport: str = "auto", uses_gpus: bool,
+                 inference_on_trainer_gpus: bool):
+        _check_bucket_mb(bucket_mb)
+        self.policy, self.generation = policy, generation
+        self.bucket_bytes = bucket_mb * MIB
+        self.transport = choose_transport(transport, uses_gpus=uses_gpus, inference_on_trainer_gpus=inference_on_trainer_gpus)
+        self._layouts: list | None = None  # the weights' names and shapes never change during a run
+        self._group_open = False
+
+    def refit(self) -> WeightUpdateStats:
+        started = time.perf_counter()
+        if self.transport == "object_store":
+            stats = refit_generation_from_policy(self.policy, self.generation, self.bucket_bytes // MIB)
+        else:
+            if self._layouts is None:
+                self._layouts = self.policy.workers.call_rank(0, "weight_bucket_layouts", self.bucket_bytes)
+                # A name the generation model lacks (or one it would miss) fails here, before any byte moves.
+                self.generation.workers.call_all("check_weight_names", [n for layout in self._layouts for n in layout.names])
+            stats = self._refit_cuda_ipc() if self.transport == "cuda_ipc" else self._refit_broadcast()
+        log.info("refit (%s): %d tensors (%.1f MiB) in %d bucket(s) in %.2f s", self.transport, stats.num_tensors,
+                 stats.num_bytes / MIB, stats.num_buckets, time.perf_counter() - started)
+        return stats
+
+    def _refit_cuda_ipc(self) -> WeightUpdateStats:
+        total = WeightUpdateStats(num_buckets=0, num_tensors=0, num_bytes=0)
+        try:
+            for layout in self._layouts:
+                handles = self.policy.workers.call_all("pack_ipc_bucket", layout)
+                stats = self.generation.workers.call_all("load_ipc_bucket", layout, handles)[0]
+                total.num_buckets += 1
+                total.num_tensors += stats.num_tensors
+                total.num_bytes += stats.num_bytes
+        finally:
+            self.policy.workers.call_all("release_transfer_buffer")
+        return total
+
+    def _open_transfer_group(self) -> None:
+        address, port = self.policy.workers.node_ip_and_free_port(0)
+        world_size = 1 + self.generation.world_size
+        wait_all(
+            self.policy.workers.submit_all("open_transfer_group", address, port, world_size),
+            *[self.generation.workers.submit_rank(rank, "open_transfer_group", address, port, 1 + rank, world_size)
+              for rank in range(self.generation.world_size)],
+        )
+        self._group_open = True
+
+    def _refit_broadcast(self) -> WeightUpdateStats:
+        if not self._group_open:
+            self._open_transfer_group()
+        _, received = wait_all(
+            self.policy.workers.submit_all("broadcast_weights", self._layouts),
+            self.generation.workers.submit_all("receive_weights_broadcast", self._layouts),
+        )
+        self.policy.workers.call_all("release_transfer_buffer")
+        return received[0]

@@ -34,7 +34,7 @@ from nemo_distill.models.generation.interfaces import (
     SamplingParams,
     WeightUpdateStats,
 )
-from nemo_distill.models.generation.refit import fetch_buckets, tensor_nbytes
+from nemo_distill.models.generation.weight_transfer import WeightReceiver, tensor_nbytes
 from nemo_distill.models.loading import TokenizerConfig, resolve_model_path
 
 log = logging.getLogger(__name__)
@@ -102,7 +102,7 @@ class WeightLoaderExtension:
         return len(named_tensors)
 
 
-class VllmGenerationWorker:
+class VllmGenerationWorker(WeightReceiver):
     """One vLLM engine on the worker's GPU slot (a Ray actor of ``GenerationWorkerGroup``)."""
 
     def __init__(
@@ -137,6 +137,10 @@ class VllmGenerationWorker:
             logprobs_mode="raw_logprobs",
             worker_extension_cls=f"{WeightLoaderExtension.__module__}.{WeightLoaderExtension.__qualname__}",
         )
+        import torch
+
+        # The engine's GPU: refit transports receive here (CPU only under the tests' stand-in engine).
+        self.device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
         self.state: EngineState = "awake"
         self.num_generate_calls = 0
         self.lifecycle_events: list[str] = []
@@ -158,11 +162,11 @@ class VllmGenerationWorker:
         prompts = [TokensPrompt(prompt_token_ids=list(ids)) for ids in request.prompt_token_ids]
         return convert_request_outputs(self.llm.generate(prompts, params, use_tqdm=False))
 
-    def update_weights(self, weight_buckets: Iterable[Mapping[str, Any]]) -> WeightUpdateStats:
+    def update_weights(self, weight_buckets: Iterable[Mapping[str, Any]], *, strict: bool = True) -> WeightUpdateStats:
         """Load HF-named buckets through the worker extension (vLLM maps names onto fused layers).
 
-        Unlike the HF backend there is no completeness check: vLLM's ``load_weights`` owns the
-        name mapping.
+        Unlike the HF backend there is no completeness check (``strict`` is accepted and ignored):
+        vLLM's ``load_weights`` owns the name mapping.
         """
         if self.state == "asleep":
             self.llm.wake_up(tags=["weights"])
@@ -178,8 +182,8 @@ class VllmGenerationWorker:
         self.llm.reset_prefix_cache()
         return stats
 
-    def update_weights_from_refs(self, refs: list[Any]) -> WeightUpdateStats:
-        return self.update_weights(fetch_buckets(refs))
+    def check_weight_names(self, names: Iterable[str]) -> None:
+        """No check: vLLM's ``load_weights`` maps HF names onto its fused layers itself."""
 
     def sleep(self) -> None:
         self.lifecycle_events.append("sleep")

@@ -21,37 +21,53 @@ from nemo_distill.models.policy import lora
 HF_SHARD_BYTES = 2 * 2**30  # safetensors file size of a saved HF folder
 
 
-def _full(tensor: torch.Tensor) -> torch.Tensor:
-    """All-gather a DTensor (a collective) into a CPU tensor that owns its memory.
+def _full(tensor: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
+    """All-gather a DTensor (a collective) into a tensor on ``device`` that owns its memory.
 
-    A one-rank DTensor's ``full_tensor()`` (and a plain CPU tensor's ``cpu()``) can return the
-    parameter's own storage; copy then, or later optimizer steps would change what was exported.
+    A one-rank DTensor's ``full_tensor()`` (and a plain tensor's ``.to`` its own device) can return
+    the parameter's own storage; copy then, or later optimizer steps would change what was exported.
     """
     local = tensor.to_local() if hasattr(tensor, "to_local") else tensor
     full = tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor
-    full = full.detach().cpu()
+    full = full.detach().to(device)
     if full.untyped_storage().data_ptr() == local.untyped_storage().data_ptr():
         full = full.clone()
     return full
 
 
-def iter_hf_weights(model: nn.Module, *, lora_scale: float | None, keep: bool) -> Iterator[tuple[str, torch.Tensor | None]]:
-    """Yield ``(hf_name, full_tensor)`` for every weight of ``model`` (buffers excluded).
+def _exported_keys(state: dict[str, torch.Tensor], lora_scale: float | None) -> Iterator[tuple[str, str]]:
+    """``(state_dict_key, hf_name)`` of every exported weight, in state-dict order (adapters merged away)."""
+    for key in state:
+        if lora_scale is not None and lora.is_adapter_key(key):
+            continue
+        yield key, (lora.hf_name(key) if lora_scale is not None else key)
+
+
+def hf_weight_specs(model: nn.Module, *, lora_scale: float | None) -> list[tuple[str, tuple[int, ...], torch.dtype]]:
+    """``(hf_name, full_shape, dtype)`` of what :func:`iter_hf_weights` yields, without any gather."""
+    state = model.state_dict()
+    return [(name, tuple(state[key].shape), state[key].dtype) for key, name in _exported_keys(state, lora_scale)]
+
+
+def iter_hf_weights(model: nn.Module, *, lora_scale: float | None, keep: bool, device: torch.device | str = "cpu",
+                    only: set[str] | None = None) -> Iterator[tuple[str, torch.Tensor | None]]:
+    """Yield ``(hf_name, full_tensor)`` for every weight of ``model`` (buffers excluded), gathered onto ``device``.
 
     With LoRA (``lora_scale`` not None) adapter tensors are merged into their base weights and not
     yielded themselves. ``keep=False`` (non-writer ranks) yields ``None`` instead of the tensor but
-    still takes part in every gather.
+    still takes part in every gather. ``only`` restricts the stream to those HF names (the same set
+    on every rank, so the gathers still match).
     """
     state = model.state_dict()
-    for name, tensor in state.items():
-        if lora_scale is not None and lora.is_adapter_key(name):
+    for key, name in _exported_keys(state, lora_scale):
+        if only is not None and name not in only:
             continue
-        full = _full(tensor)
-        adapter_keys = lora.adapter_keys_of(name) if lora_scale is not None else None
+        full = _full(state[key], device)
+        adapter_keys = lora.adapter_keys_of(key) if lora_scale is not None else None
         if adapter_keys is not None and adapter_keys[0] in state:
-            lora_a, lora_b = (_full(state[key]) for key in adapter_keys)
+            lora_a, lora_b = (_full(state[adapter], device) for adapter in adapter_keys)
             full = lora.merge(full, lora_a, lora_b, lora_scale) if keep else full
-        yield (lora.hf_name(name) if lora_scale is not None else name), (full if keep else None)
+        yield name, (full if keep else None)
 
 
 def full_adapter_state(model: nn.Module, *, keep: bool) -> dict[str, torch.Tensor]:

@@ -12,7 +12,7 @@ import pytest
 
 from nemo_distill.distributed.config import ClusterConfig
 from nemo_distill.distributed.virtual_cluster import RayVirtualCluster
-from nemo_distill.distributed.worker_group import RayWorkerGroup, WorkerCallError, WorkerDiedError, _local_ranks
+from nemo_distill.distributed.worker_group import RayWorkerGroup, WorkerCallError, WorkerDiedError, _local_ranks, wait_all
 
 ENV_NAMES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "NEMO_DISTILL_ROLE", "EXTRA_FLAG")
 
@@ -123,6 +123,20 @@ def test_method_error_names_role_rank_and_keeps_the_type(group):
     assert "trainer worker rank 1 failed in fail_on(): KeyError: 'missing-key'" in str(error)
     assert "remote traceback" in str(error) and 'in fail_on\n    raise KeyError("missing-key")' in str(error)
     assert group.call_all("fail_on", 5) == ["ok", "ok"]  # the group stays usable
+
+
+def test_wait_all_collects_several_groups_and_fails_on_the_first_error(group, cluster):
+    sleeper = RayWorkerGroup(cluster, "teacher", CollectiveWorker, actor_kwargs={})
+    try:
+        scaled, sums = wait_all(group.submit_rank(1, "describe", [3], scale=2), sleeper.submit_all("all_reduce_sum", 2))
+        assert scaled == [(1, [6])] and sums == [4.0, 4.0]
+        started = time.monotonic()
+        with pytest.raises(KeyError, match="trainer worker rank 1 failed in fail_on"):
+            # the two ends of a transfer: one side fails while the other would block for a minute
+            wait_all(sleeper.submit_all("sleep", 60), group.submit_all("fail_on", 1))
+        assert time.monotonic() - started < 30
+    finally:
+        sleeper.shutdown()
 
 
 def test_unknown_method_is_a_call_error(group):

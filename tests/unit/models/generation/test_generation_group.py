@@ -10,7 +10,8 @@ from nemo_distill.models.generation.config import GenerationConfig
 from nemo_distill.models.generation.group import GenerationWorkerGroup, merge_outputs, split_evenly
 from nemo_distill.models.generation.hf_backend import HFGenerationWorker
 from nemo_distill.models.generation.interfaces import GeneratedSample, GenerationOutput, GenerationRequest, SamplingParams
-from nemo_distill.models.generation.refit import bucket_state_dict, refit_generation_from_policy
+from nemo_distill.models.generation.refit import refit_generation_from_policy
+from nemo_distill.models.generation.weight_transfer import bucket_state_dict
 
 PROMPT_TEXTS = ["Hello", "The capital of France is", "Once upon a time there", "1 2 3", "Why"]
 GREEDY = SamplingParams(temperature=0.0, max_new_tokens=5, n=2)

@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nemo_distill.models.generation.interfaces import WeightUpdateStats
-from nemo_distill.models.generation.refit import MIB, bucket_state_dict, fetch_buckets, refit_generation_from_policy
+from nemo_distill.models.generation.refit import MIB, refit_generation_from_policy
+from nemo_distill.models.generation.weight_transfer import bucket_state_dict, fetch_buckets
 
 
 def named(sizes: list[int], dtype=torch.float32) -> list[tuple[str, torch.Tensor]]:
