@@ -5,7 +5,8 @@
 Runs the recipes my-distillation-1n4g and my-context-self-distillation-1n4g with Qwen3-0.6B-shaped
 random student and teacher, colocated (every role on every GPU, time-shared) and, with 2+ GPUs,
 split (generation on GPU 0, teacher on GPU 1, trainer on the rest). Prints a table and writes ``<out>/distillation_gpu.json``. Step 1 (warm-up)
-is excluded from the means.
+is excluded from the means. ``--transports auto object_store`` runs every case with each refit
+transport (``auto``: CUDA IPC when colocated, NCCL broadcast when split), in the same process.
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--only", nargs="*", default=None, help="case names to run (default: all)")
     parser.add_argument("--tokenizer", default=None, help="tokenizer folder (default: the embedded SmolLM2 one)")
+    parser.add_argument("--transports", nargs="+", default=["auto"], choices=["auto", "object_store", "cuda_ipc", "broadcast"],
+                        help="policy.generation.refit_transport values to run every case with (a suffix names non-auto ones)")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -77,9 +80,12 @@ def main() -> None:
     cases = []
     for recipe, model_overrides in models.items():
         short = "distill" if recipe.startswith("my-distillation") else "context"
-        cases.append((f"{short}_colocated", recipe, model_overrides))
-        if args.gpus >= 2:
-            cases.append((f"{short}_split", recipe, model_overrides + split))
+        placements = [("colocated", [])] + ([("split", split)] if args.gpus >= 2 else [])
+        for placement, placement_overrides in placements:
+            for transport in args.transports:
+                suffix = "" if transport == "auto" else f"_{transport}"
+                cases.append((f"{short}_{placement}{suffix}", recipe,
+                              model_overrides + placement_overrides + [f"policy.generation.refit_transport={transport}"]))
     results = []
     for name, recipe, overrides in cases:
         if args.only and name not in args.only:
