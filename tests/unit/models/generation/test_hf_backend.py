@@ -259,10 +259,12 @@ def test_gpu_bf16_generation_sleep_refit_and_wake(tiny_model_dir):
         torch.testing.assert_close(torch.tensor(sample.response_logprobs, dtype=torch.float64), expected, atol=5e-2, rtol=0)
 
     awake_bytes = torch.cuda.memory_allocated()
+    weight_bytes = sum(p.numel() * p.element_size() for p in worker.model.parameters())
     state = {name: tensor.detach().cpu().clone() for name, tensor in worker.model.state_dict().items()}
     worker.sleep()
     assert all(p.device.type == "cpu" for p in worker.model.parameters())
-    assert torch.cuda.memory_allocated() < awake_bytes / 4  # the weights left the GPU
+    # The weights left the GPU (what stays, e.g. cuBLAS's workspace, is not the model's).
+    assert awake_bytes - torch.cuda.memory_allocated() >= 0.9 * weight_bytes
     worker.update_weights([state])  # a refit while asleep lands in the CPU copy
     worker.wake_up()
     assert all(p.device.type == "cuda" for p in worker.model.parameters())
