@@ -61,6 +61,9 @@ def main() -> None:
     parser.add_argument("--tokenizer", default=None, help="tokenizer folder (default: the embedded SmolLM2 one)")
     parser.add_argument("--transports", nargs="+", default=["auto"], choices=["auto", "object_store", "cuda_ipc", "broadcast"],
                         help="policy.generation.refit_transport values to run every case with (a suffix names non-auto ones)")
+    parser.add_argument("--variants", nargs="*", default=[], metavar="SUFFIX:KEY=VALUE[,KEY=VALUE]",
+                        help="also run every case with these overrides, named <case>_<SUFFIX>, "
+                             "e.g. static:policy.generation.hf_static_cache=true")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -84,8 +87,11 @@ def main() -> None:
         for placement, placement_overrides in placements:
             for transport in args.transports:
                 suffix = "" if transport == "auto" else f"_{transport}"
-                cases.append((f"{short}_{placement}{suffix}", recipe,
-                              model_overrides + placement_overrides + [f"policy.generation.refit_transport={transport}"]))
+                base = model_overrides + placement_overrides + [f"policy.generation.refit_transport={transport}"]
+                cases.append((f"{short}_{placement}{suffix}", recipe, base))
+                for variant in args.variants:
+                    name, _, overrides = variant.partition(":")
+                    cases.append((f"{short}_{placement}{suffix}_{name}", recipe, base + overrides.split(",")))
     results = []
     for name, recipe, overrides in cases:
         if args.only and name not in args.only:

@@ -59,13 +59,17 @@ def build_token_batch(
     return batch, [len(p) for p in prompt_token_ids]
 
 
-def left_pad(sequences: list[list[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+def left_pad(sequences: list[list[int]], pad_token_id: int, *, multiple_of: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     """``(input_ids, attention_mask)``, both ``[B, T]`` long tensors, padded on the **left**.
 
     Batched decoding appends new tokens on the right, so every prompt must end in the last column.
-    ``T`` is the longest sequence (at least 1, so an all-empty batch still has a column).
+    ``T`` is the longest sequence (at least 1, so an all-empty batch still has a column), rounded
+    up to a multiple of ``multiple_of`` (fewer distinct shapes for a compiled decoder).
     """
+    if multiple_of < 1:
+        raise ValueError(f"multiple_of must be >= 1, got {multiple_of}")
     seq_len = max((len(s) for s in sequences), default=1) or 1
+    seq_len = -(-seq_len // multiple_of) * multiple_of
     input_ids = torch.full((len(sequences), seq_len), pad_token_id, dtype=torch.long)
     attention_mask = torch.zeros(len(sequences), seq_len, dtype=torch.long)
     for i, sequence in enumerate(sequences):

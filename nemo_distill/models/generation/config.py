@@ -37,6 +37,11 @@ class GenerationConfig:
     stop_strings: list[str] | None = None  # end a response after the first of these (kept in the response)
     seed: int | None = None  # the k-th generate call of a worker uses seed + k: reproducible runs, fresh samples per call
     max_batch_size: int = field(default=64, metadata={"ge": 1})  # hf: sequences (prompts x n) per generate call
+    # hf: a static KV cache; on GPU transformers then compiles the decode step (CUDA graphs). Prompts are
+    # left-padded to a multiple of static_cache_pad_to and chunks to max_batch_size rows, so shapes repeat
+    # and it compiles once. The first call pays the compile time.
+    hf_static_cache: bool = False
+    static_cache_pad_to: int = field(default=64, metadata={"ge": 1})
     refit_bucket_mb: int = field(default=512, metadata={"ge": 1})  # policy -> generation weight transfer bucket size
     # How refit moves the buckets: auto = object_store on CPU, cuda_ipc on colocated GPUs, broadcast
     # (NCCL) when generation has GPUs of its own; broadcast also runs on CPU (gloo). See generation/refit.py.

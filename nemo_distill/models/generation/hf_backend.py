@@ -16,9 +16,12 @@ What happens in one :meth:`HFGenerationWorker.generate` call:
 
 The model's own ``generation_config`` (a hub model may ship e.g. ``repetition_penalty`` or
 ``top_k``) is replaced by a neutral one at load time: sampling is exactly what
-:class:`SamplingParams` says. No static cache / ``torch.compile``: rollouts of the models this
-backend targets (tiny and small models; vLLM for the large ones) are dominated by Python
-overhead that compilation does not remove for variable-length batches.
+:class:`SamplingParams` says.
+
+``policy.generation.hf_static_cache`` switches to a static KV cache, with which transformers
+compiles the decode step on GPU. Compiled code is only fast when shapes repeat, so then every
+chunk is padded to the same number of rows (copies of its last prompt, whose outputs are
+dropped) and prompts are left-padded to a multiple of ``static_cache_pad_to`` tokens.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from nemo_distill.models.generation.weight_transfer import WeightReceiver, tenso
 from nemo_distill.models.loading import TokenizerConfig, load_causal_lm, load_tokenizer, resolve_dtype
 
 log = logging.getLogger(__name__)
+
 
 class RawLogprobRecorder:
     """A logits processor, first in the chain, recording log p(sampled token) under the RAW logits.
@@ -210,9 +214,13 @@ class HFGenerationWorker(WeightReceiver):
         from transformers import GenerationConfig as HFGenerationConfig
         from transformers import LogitsProcessorList
 
-        input_ids, attention_mask = left_pad(prompts, self.pad_token_id)
         # HF refuses num_return_sequences > 1 for greedy search; greedy samples are identical anyway.
         rows_per_prompt = 1 if sampling.is_greedy else sampling.n
+        num_prompts = len(prompts)
+        static = self.cfg.hf_static_cache
+        if static:  # one shape for every chunk: full chunks of rows, prompt lengths rounded up
+            prompts = prompts + [prompts[-1]] * (max(1, self.cfg.max_batch_size // rows_per_prompt) - num_prompts)
+        input_ids, attention_mask = left_pad(prompts, self.pad_token_id, multiple_of=self.cfg.static_cache_pad_to if static else 1)
         sampling_kwargs = {} if sampling.is_greedy else {"temperature": 1.0, "top_k": 0, "top_p": 1.0}  # ours apply them
         generation_config = HFGenerationConfig(
             max_new_tokens=sampling.max_new_tokens,
@@ -221,6 +229,7 @@ class HFGenerationWorker(WeightReceiver):
             eos_token_id=sorted(self.eos_token_ids),
             pad_token_id=self.pad_token_id,
             stop_strings=sampling.stop_strings,
+            cache_implementation="static" if static else None,
             **sampling_kwargs,
         )
         recorder = RawLogprobRecorder()
@@ -232,8 +241,9 @@ class HFGenerationWorker(WeightReceiver):
             tokenizer=self.tokenizer if sampling.stop_strings else None,
         )
         generated = sequences[:, input_ids.shape[1] :]
-        logprobs = recorder.finish(generated)
-        generated = generated.cpu()
+        kept_rows = num_prompts * rows_per_prompt  # static cache: the padding rows are dropped here
+        logprobs = recorder.finish(generated)[:kept_rows]
+        generated = generated[:kept_rows].cpu()
         samples = []
         for row in range(generated.shape[0]):
             tokens, token_logprobs, text, reason = finalize_response(
@@ -300,6 +310,8 @@ class HFGenerationWorker(WeightReceiver):
         """GPU: weights to CPU and the cache allocator emptied. CPU: only the state changes."""
         self.lifecycle_events.append("sleep")
         if not self.is_asleep:
+            if hasattr(self.model, "_cache"):  # a static KV cache some transformers versions keep between calls
+                del self.model._cache
             self._move_model(torch.device("cpu"))
             self.is_asleep = True
 

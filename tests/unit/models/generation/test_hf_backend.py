@@ -146,6 +146,29 @@ def test_chunking_by_max_batch_size_keeps_results(tiny_model_dir, worker, prompt
     assert [(s.prompt_index, s.response_token_ids) for s in got] == [(s.prompt_index, s.response_token_ids) for s in expected]
 
 
+def test_static_cache_with_padded_rows_and_prompts_gives_the_same_samples(tiny_model_dir, worker, prompts):
+    # 3 prompts x 2 samples in chunks of 4 rows: chunk 2 holds 1 real prompt and 1 padding copy;
+    # prompts are left-padded to 16 tokens. Greedy tokens and raw log-probs must not change.
+    static = HFGenerationWorker(tiny_model_dir, GenerationConfig(max_batch_size=4, hf_static_cache=True, static_cache_pad_to=16),
+                                precision="float32")
+    for sampling in ({"temperature": 0.0, "n": 2}, {"temperature": 1.0, "n": 2, "top_k": 1}):
+        expected = generate(worker, prompts, max_new_tokens=5, **sampling)
+        got = generate(static, prompts, max_new_tokens=5, **sampling)
+        assert [(s.prompt_index, s.response_token_ids) for s in got] == [(s.prompt_index, s.response_token_ids) for s in expected]
+        for a, b in zip(got, expected):
+            assert a.response_logprobs == pytest.approx(b.response_logprobs, abs=LOGPROB_TOLERANCE)
+
+
+def test_left_pad_rounds_up_to_a_multiple():
+    from nemo_distill.data.collate import left_pad
+
+    input_ids, attention_mask = left_pad([[5, 6, 7], [8]], pad_token_id=0, multiple_of=4)
+    assert input_ids.tolist() == [[0, 5, 6, 7], [0, 0, 0, 8]] and attention_mask.sum(1).tolist() == [3, 1]
+    assert left_pad([[1] * 5], 0, multiple_of=4)[0].shape == (1, 8)
+    with pytest.raises(ValueError, match="multiple_of must be >= 1"):
+        left_pad([[1]], 0, multiple_of=0)
+
+
 def test_update_weights_switches_the_model(tiny_model_dir, worker, prompts, tmp_path_factory):
     from nemo_distill.models.loading import load_causal_lm
     from nemo_distill.models.tiny import build_tiny_model
