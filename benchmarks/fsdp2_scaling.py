@@ -1,10 +1,14 @@
-"""FSDP2 data-parallel scaling of the policy train step (Qwen3-0.6B-shaped random model).
+"""FSDP2 data-parallel scaling of the policy train step, and tensor-parallel correctness (Qwen3-shaped random model).
 
-    python benchmarks/fsdp2_scaling.py --gpus 1 2 --global-batch 16 --seq-len 1024
+    python benchmarks/fsdp2_scaling.py --gpus 1 2 4 --tp --tokenizer DIR --out results/bench_fsdp2
 
-For each GPU count N, N processes (torch.multiprocessing, NCCL) build a ``PolicyWorker`` and run
-warm-up + timed optimizer steps on the same global batch; also TP=N when ``--tp`` is given.
+For each GPU count N, N processes (torch.multiprocessing, NCCL) build a ``PolicyWorker`` and run a
+warm-up and ``--steps`` timed optimizer steps on the same global batch; with ``--tp`` also TP=N
+for each N > 1. Before training, every run scores the first two sequences: the largest
+|log-prob difference| against the 1-GPU TP=1 run is the correctness column (same precision on
+both sides; bf16 by default on GPU, so expect ~1e-2, and ~1e-5 with ``--precision float32``).
 Prints a table (step time, tokens/s, peak memory per GPU) and writes ``fsdp2_scaling.json``.
+``--device cpu --shape tiny`` runs the same code on gloo (the CI smoke test).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -23,6 +28,8 @@ import torch.multiprocessing as mp
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
+
+SCORED_SEQUENCES = 2
 
 
 @dataclass
@@ -36,60 +43,91 @@ class NextTokenLoss:
         return nll_loss(logits[:, :-1], batch.input_ids[:, 1:], rows, normalizer=global_valid_tokens), {}
 
 
-def _rank_main(rank: int, world: int, tp: int, model_dir: str, global_batch: int, seq_len: int, steps: int, port: int, queue) -> None:
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _rank_main(rank: int, world: int, tp: int, args: argparse.Namespace, model_dir: str, port: int, queue) -> None:
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.cuda.set_device(rank)
+    on_gpu = args.device == "cuda"
+    if on_gpu:
+        torch.cuda.set_device(rank)
+    else:
+        torch.set_num_threads(1)
     from nemo_distill.data.batch import TokenBatch
     from nemo_distill.models.policy.config import DTensorConfig, PolicyConfig
     from nemo_distill.models.policy.worker import PolicyWorker
 
-    cfg = PolicyConfig(model_name=model_dir, train_micro_batch_size=4, dtensor_cfg=DTensorConfig(tensor_parallel_size=tp))
+    cfg = PolicyConfig(model_name=model_dir, precision=args.precision, train_global_batch_size=args.global_batch,
+                       train_micro_batch_size=min(4, args.global_batch), dtensor_cfg=DTensorConfig(tensor_parallel_size=tp))
     worker = PolicyWorker(cfg)
     generator = torch.Generator().manual_seed(0)
-    ids = torch.randint(0, 49152, (global_batch, seq_len), generator=generator)
-    batch = TokenBatch(ids, torch.ones_like(ids), torch.ones(global_batch, seq_len), torch.ones(global_batch))
-    shard = batch.shard(worker.dp_size)[worker.dp_rank]
+    ids = torch.randint(0, 49152, (args.global_batch, args.seq_len), generator=generator)
+    batch = TokenBatch(ids, torch.ones_like(ids), torch.ones(args.global_batch, args.seq_len), torch.ones(args.global_batch))
+    info = worker.get_rank_info()
+    shard = batch.shard(info.dp_size)[info.dp_rank]
+    scored = batch.shard(args.global_batch // SCORED_SEQUENCES)[0]  # the first sequences, on every rank
+    logprobs = worker.get_logprobs(scored)
     worker.train(shard, NextTokenLoss())  # warm-up
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
+    if on_gpu:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
-    losses = [worker.train(shard, NextTokenLoss()).loss for _ in range(steps)]
-    torch.cuda.synchronize()
-    step_time = (time.perf_counter() - started) / steps
+    losses = [worker.train(shard, NextTokenLoss()).loss for _ in range(args.steps)]
+    if on_gpu:
+        torch.cuda.synchronize()
+    step_time = (time.perf_counter() - started) / args.steps
     if rank == 0:
-        queue.put({"gpus": world, "tp": tp, "step_time_s": round(step_time, 3), "tokens_per_s": round(global_batch * seq_len / step_time),
-                   "peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2), "losses": losses})
-    torch.distributed.destroy_process_group()
+        queue.put({"gpus": world, "tp": tp, "step_time_s": round(step_time, 3),
+                   "tokens_per_s": round(args.global_batch * args.seq_len / step_time),
+                   "peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if on_gpu else None,
+                   "losses": losses, "logprobs": logprobs.tolist()})
+    worker.shutdown()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--gpus", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--gpus", type=int, nargs="+", default=[1, 2], help="world sizes to run (processes on CPU)")
     parser.add_argument("--tp", action="store_true", help="also run tensor parallel TP=N for each N > 1")
     parser.add_argument("--global-batch", type=int, default=16)
     parser.add_argument("--seq-len", type=int, default=1024)
     parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16"])
+    parser.add_argument("--shape", default="qwen3-0.6b", help="a key of qwen3_shapes.QWEN3_SHAPES")
+    parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    parser.add_argument("--tokenizer", default=None, help="tokenizer folder (default: the embedded SmolLM2 one)")
     parser.add_argument("--out", default="results/bench_fsdp2")
     args = parser.parse_args()
+    if args.global_batch % SCORED_SEQUENCES or any(args.global_batch % n for n in args.gpus):
+        parser.error(f"--global-batch {args.global_batch} must be a multiple of {SCORED_SEQUENCES} and of every --gpus value")
     from qwen3_shapes import build_qwen3_shaped
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    model_dir = build_qwen3_shaped(str(out / "qwen3-0.6b"), "qwen3-0.6b")
+    model_dir = build_qwen3_shaped(str(out / args.shape), args.shape, tokenizer_source=args.tokenizer)
+    if args.device == "cpu":
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""  # workers pick their device from what they see
     context = mp.get_context("spawn")
     results = []
     runs = [(n, 1) for n in args.gpus] + ([(n, n) for n in args.gpus if n > 1] if args.tp else [])
-    for index, (world, tp) in enumerate(runs):
+    for world, tp in runs:
         queue = context.Queue()
-        mp.start_processes(_rank_main, args=(world, tp, model_dir, args.global_batch, args.seq_len, args.steps, 29600 + index, queue),
-                           nprocs=world, join=True, start_method="spawn")
+        mp.start_processes(_rank_main, args=(world, tp, args, model_dir, _free_port(), queue), nprocs=world, join=True,
+                           start_method="spawn")
         results.append(queue.get())
-    print("gpus | tp | step_time_s | tokens_per_s | peak_memory_gib | speedup_vs_1gpu")
-    base = next((r["step_time_s"] for r in results if r["gpus"] == 1 and r["tp"] == 1), None)
+    reference = next((r for r in results if r["gpus"] == 1 and r["tp"] == 1), None)
+    print("gpus | tp | step_time_s | tokens_per_s | peak_memory_gib | speedup_vs_1gpu | max_logprob_diff_vs_1gpu")
     for r in results:
-        speedup = round(base / r["step_time_s"], 2) if base else None
-        print(f"{r['gpus']} | {r['tp']} | {r['step_time_s']} | {r['tokens_per_s']} | {r['peak_memory_gib']} | {speedup}")
-    (out / "fsdp2_scaling.json").write_text(json.dumps(results, indent=2))
+        r["speedup_vs_1gpu"] = round(reference["step_time_s"] / r["step_time_s"], 2) if reference else None
+        r["max_logprob_diff_vs_1gpu"] = (
+            float((torch.tensor(r["logprobs"]) - torch.tensor(reference["logprobs"])).abs().max()) if reference else None
+        )
+        print(f"{r['gpus']} | {r['tp']} | {r['step_time_s']} | {r['tokens_per_s']} | {r['peak_memory_gib']} | "
+              f"{r['speedup_vs_1gpu']} | {r['max_logprob_diff_vs_1gpu']}")
+    (out / "fsdp2_scaling.json").write_text(json.dumps(
+        {"args": vars(args), "results": [{k: v for k, v in r.items() if k != "logprobs"} for r in results]}, indent=2))
 
 
 if __name__ == "__main__":

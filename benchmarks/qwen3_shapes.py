@@ -12,6 +12,7 @@ QWEN3_SHAPES = {
     # name: (hidden, layers, heads, kv_heads, intermediate, head_dim)
     "qwen3-0.6b": (1024, 28, 16, 8, 3072, 128),
     "qwen3-1.7b": (2048, 28, 16, 8, 6144, 128),
+    "tiny": (64, 2, 4, 4, 128, 16),  # CPU smoke runs of the benchmark scripts
 }
 QWEN3_VOCAB = 151936
 
