@@ -7,6 +7,7 @@ random student and teacher, colocated (every role on every GPU, time-shared) and
 split (generation on GPU 0, teacher on GPU 1, trainer on the rest). Prints a table and writes ``<out>/distillation_gpu.json``. Step 1 (warm-up)
 is excluded from the means. ``--transports auto object_store`` runs every case with each refit
 transport (``auto``: CUDA IPC when colocated, NCCL broadcast when split), in the same process.
+``--device cpu --shape tiny`` runs the same cases on CPU slots (the CI smoke test).
 """
 
 from __future__ import annotations
@@ -61,15 +62,20 @@ def main() -> None:
     parser.add_argument("--tokenizer", default=None, help="tokenizer folder (default: the embedded SmolLM2 one)")
     parser.add_argument("--transports", nargs="+", default=["auto"], choices=["auto", "object_store", "cuda_ipc", "broadcast"],
                         help="policy.generation.refit_transport values to run every case with (a suffix names non-auto ones)")
+    parser.add_argument("--shape", default="qwen3-0.6b", help="student and teacher shape: a key of qwen3_shapes.QWEN3_SHAPES")
+    parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"],
+                        help="cpu: --gpus CPU slots instead of GPUs (a smoke run of the same cases, with --shape tiny)")
     parser.add_argument("--variants", nargs="*", default=[], metavar="SUFFIX:KEY=VALUE[,KEY=VALUE]",
                         help="also run every case with these overrides, named <case>_<SUFFIX>, "
                              "e.g. static:policy.generation.hf_static_cache=true")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    student = build_qwen3_shaped(str(out / "models" / "student"), "qwen3-0.6b", seed=0, tokenizer_source=args.tokenizer)
-    teacher = build_qwen3_shaped(str(out / "models" / "teacher"), "qwen3-0.6b", seed=1, tokenizer_source=args.tokenizer)
-    common = [f"cluster.gpus_per_node={args.gpus}", f"policy.generation.max_new_tokens={args.max_new_tokens}",
+    student = build_qwen3_shaped(str(out / "models" / "student"), args.shape, seed=0, tokenizer_source=args.tokenizer)
+    teacher = build_qwen3_shaped(str(out / "models" / "teacher"), args.shape, seed=1, tokenizer_source=args.tokenizer)
+    placement = ([f"cluster.gpus_per_node={args.gpus}"] if args.device == "cuda" else
+                 ["cluster.gpus_per_node=0", f"cluster.cpu_slots_per_node={args.gpus}", "policy.generation.hf_static_cache=false"])
+    common = [*placement, f"policy.generation.max_new_tokens={args.max_new_tokens}",
               "policy.max_total_sequence_length=512", "teacher.max_total_sequence_length=768", "data.max_input_seq_length=256",
               "distillation.num_prompts_per_step=8", "distillation.num_generations_per_prompt=4", "policy.train_micro_batch_size=4",
               "policy.logprob_batch_size=8", "teacher.logprob_batch_size=8", "policy.generation.max_batch_size=64",
