@@ -28,6 +28,10 @@ refuses further calls: its surviving ranks may be stuck); a method that raised c
 :class:`WorkerCallError` carrying the remote traceback, and is also an instance of the original
 exception's type when possible (``except ValueError`` still works).
 
+Calls that depend on each other across groups (the two ends of a weight broadcast) are started
+with ``submit_all`` / ``submit_rank`` and collected together by :func:`wait_all`, with the same
+fail-fast rule over all of them.
+
 Typed groups (``PolicyWorkerGroup``, ``GenerationWorkerGroup``) wrap this class so that callers
 never touch Ray.
 """
