@@ -35,10 +35,16 @@ def _full(tensor: torch.Tensor, device: torch.device | str = "cpu") -> torch.Ten
     return full
 
 
-def _exported_keys(state: dict[str, torch.Tensor], lora_scale: float | None) -> Iterator[tuple[str, str]]:
-    """``(state_dict_key, hf_name)`` of every exported weight, in state-dict order (adapters merged away)."""
+def _exported_keys(model: nn.Module, state: dict[str, torch.Tensor], lora_scale: float | None) -> Iterator[tuple[str, str]]:
+    """``(state_dict_key, hf_name)`` of every exported weight, in state-dict order (adapters merged away).
+
+    Only parameters, each once: a tied ``lm_head.weight`` is the embedding's Parameter object, which
+    ``named_parameters`` lists under its first name only (the same on every rank, so the gathers
+    still match); loaders re-tie it.
+    """
+    parameter_names = {name for name, _ in model.named_parameters()}
     for key in state:
-        if lora_scale is not None and lora.is_adapter_key(key):
+        if key not in parameter_names or (lora_scale is not None and lora.is_adapter_key(key)):
             continue
         yield key, (lora.hf_name(key) if lora_scale is not None else key)
 
@@ -46,12 +52,13 @@ def _exported_keys(state: dict[str, torch.Tensor], lora_scale: float | None) -> 
 def hf_weight_specs(model: nn.Module, *, lora_scale: float | None) -> list[tuple[str, tuple[int, ...], torch.dtype]]:
     """``(hf_name, full_shape, dtype)`` of what :func:`iter_hf_weights` yields, without any gather."""
     state = model.state_dict()
-    return [(name, tuple(state[key].shape), state[key].dtype) for key, name in _exported_keys(state, lora_scale)]
+    return [(name, tuple(state[key].shape), state[key].dtype) for key, name in _exported_keys(model, state, lora_scale)]
 
 
 def iter_hf_weights(model: nn.Module, *, lora_scale: float | None, keep: bool, device: torch.device | str = "cpu",
                     only: set[str] | None = None) -> Iterator[tuple[str, torch.Tensor | None]]:
-    """Yield ``(hf_name, full_tensor)`` for every weight of ``model`` (buffers excluded), gathered onto ``device``.
+    """Yield ``(hf_name, full_tensor)`` for every parameter of ``model`` (buffers and tied duplicates
+    excluded), gathered onto ``device``.
 
     With LoRA (``lora_scale`` not None) adapter tensors are merged into their base weights and not
     yielded themselves. ``keep=False`` (non-writer ranks) yields ``None`` instead of the tensor but
@@ -59,7 +66,7 @@ def iter_hf_weights(model: nn.Module, *, lora_scale: float | None, keep: bool, d
     on every rank, so the gathers still match).
     """
     state = model.state_dict()
-    for key, name in _exported_keys(state, lora_scale):
+    for key, name in _exported_keys(model, state, lora_scale):
         if only is not None and name not in only:
             continue
         full = _full(state[key], device)

@@ -42,6 +42,19 @@ def test_sharded_folder_reloads(tiny_model_dir, tmp_path):
         assert torch.equal(reloaded.state_dict()[name], tensor), name
 
 
+def test_tied_weights_are_streamed_once_and_specs_match_the_stream(tiny_model_dir):
+    from nemo_distill.models.policy.weights import hf_weight_specs
+
+    model = _model(tiny_model_dir)
+    model.lm_head.weight = model.model.embed_tokens.weight  # tie them, as SmolLM2 and Qwen3-0.6B are
+    streamed = dict(iter_hf_weights(model, lora_scale=None, keep=True))
+    assert "lm_head.weight" not in streamed and "model.embed_tokens.weight" in streamed
+    assert set(streamed) == set(model.state_dict()) - {"lm_head.weight"}
+    specs = hf_weight_specs(model, lora_scale=None)
+    assert [(name, shape, dtype) for name, shape, dtype in specs] == [
+        (name, tuple(tensor.shape), tensor.dtype) for name, tensor in streamed.items()]
+
+
 def test_tied_lm_head_is_left_out(tmp_path):
     weights = iter([("model.embed_tokens.weight", torch.ones(4, 2)), ("lm_head.weight", torch.ones(4, 2))])
     write_hf_weights(weights, tmp_path, tied_embeddings=True)
