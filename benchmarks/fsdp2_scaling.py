@@ -84,7 +84,10 @@ def _rank_main(rank: int, world: int, tp: int, args: argparse.Namespace, model_d
                    "tokens_per_s": round(args.global_batch * args.seq_len / step_time),
                    "peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if on_gpu else None,
                    "losses": losses, "logprobs": logprobs.tolist()})
+        queue.close()
+        queue.join_thread()  # the result is flushed to the parent before this process leaves
     worker.shutdown()
+    os._exit(0)  # skip C++ static destructors: a gloo thread alive at exit can abort a finished run
 
 
 def main() -> None:

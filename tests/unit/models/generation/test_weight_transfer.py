@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 
 import pytest
@@ -110,11 +111,12 @@ def _transfer_rank(rank: int, port: int, layouts, results) -> None:
         for layout in layouts:
             buffer = torch.empty(layout.nbytes, dtype=torch.uint8)
             broadcast_from_rank0(group, pack_bucket(layout, ((n, weights[n]) for n in layout.names), buffer))
-        return
-    received = {}
-    for bucket in iter_received_buckets(group, layouts, torch.device("cpu")):
-        received.update({name: tensor.clone() for name, tensor in bucket.items()})  # the buffer is reused
-    results[rank] = received
+    else:
+        received = {}
+        for bucket in iter_received_buckets(group, layouts, torch.device("cpu")):
+            received.update({name: tensor.clone() for name, tensor in bucket.items()})  # the buffer is reused
+        results[rank] = received  # a synchronous call to the manager: stored before the exit below
+    os._exit(0)  # skip C++ static destructors: a gloo thread alive at exit can abort a finished process
 
 
 def test_gloo_transfer_group_broadcasts_every_bucket_to_every_receiver():
