@@ -43,8 +43,8 @@ class GenerationConfig:
     hf_static_cache: bool = False
     static_cache_pad_to: int = field(default=64, metadata={"ge": 1})
     refit_bucket_mb: int = field(default=512, metadata={"ge": 1})  # policy -> generation weight transfer bucket size
-    # How refit moves the buckets: auto = object_store on CPU, cuda_ipc on colocated GPUs, broadcast
-    # (NCCL) when generation has GPUs of its own; broadcast also runs on CPU (gloo). See generation/refit.py.
+    # How refit moves the buckets: auto = cuda_ipc on colocated GPUs, else broadcast (NCCL on GPU, gloo
+    # on CPU); object_store only when asked for. See generation/refit.py.
     refit_transport: Literal["auto", "object_store", "cuda_ipc", "broadcast"] = "auto"
     vllm_cfg: VllmConfig = field(default_factory=VllmConfig)
 

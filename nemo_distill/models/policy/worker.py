@@ -333,7 +333,7 @@ class PolicyWorker:
         from nemo_distill.models.generation.weight_transfer import share_cuda_buffer
 
         if self.device.type != "cuda":
-            raise RuntimeError("refit over CUDA IPC needs the policy on a GPU; use refit_transport=object_store on CPU")
+            raise RuntimeError("refit over CUDA IPC needs the policy on a GPU; use refit_transport=broadcast or object_store on CPU")
         flat = self._pack_on_device(layout, is_writer=True)
         torch.cuda.current_stream(self.device).synchronize()  # the bytes must be in place before another process reads
         return share_cuda_buffer(flat)

@@ -79,8 +79,8 @@ def test_pack_errors_name_the_tensor():
 @pytest.mark.parametrize(
     "requested, uses_gpus, shared, expected",
     [
-        ("auto", False, True, "object_store"),
-        ("auto", False, False, "object_store"),
+        ("auto", False, True, "broadcast"),
+        ("auto", False, False, "broadcast"),
         ("auto", True, True, "cuda_ipc"),
         ("auto", True, False, "broadcast"),
         ("broadcast", False, False, "broadcast"),
