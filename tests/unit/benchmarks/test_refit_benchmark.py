@@ -1,4 +1,4 @@
-"""The refit benchmark runs end to end on CPU slots for both CPU transports and reports the bytes moved."""
+"""benchmarks/refit.py (named apart from tests/unit/models/generation/test_refit.py: test basenames must be unique) runs end to end on CPU slots for both CPU transports and reports the bytes moved."""
 
 from __future__ import annotations
 
