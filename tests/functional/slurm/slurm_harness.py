@@ -30,11 +30,23 @@ TERMINAL_JOB_STATES = frozenset({
 })
 
 
+def _ephemeral_floor() -> int:
+    """The first port the kernel hands to outgoing connections (they may take any port above it)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+# Test ports come from below the kernel's ephemeral range and above Ray's worker ports (10002-19999):
+# an OS-picked "free" port is an ephemeral one, which any outgoing connection (Ray makes many) can
+# take before the server binds it; that failed a CI run ("Failed to start the grpc server").
+PORT_RANGE = (20000, min(32000, _ephemeral_floor() - 1))
+
+
 def free_port() -> int:
-    """A TCP port nothing listens on right now (the OS picks it)."""
-    with socket.socket() as probe:
-        probe.bind(("", 0))
-        return probe.getsockname()[1]
+    """A TCP port nothing listens on right now, outside the ephemeral range (see ``PORT_RANGE``)."""
+    return _free_port_range(1)
 
 
 def port_is_free(port: int) -> bool:
@@ -50,11 +62,12 @@ def port_is_free(port: int) -> bool:
 
 def _free_port_range(count: int) -> int:
     """The first of ``count`` consecutive free ports (node i's slurmd gets base + i - 1)."""
+    low, high = PORT_RANGE
     for _ in range(100):
-        base = random.randint(20000, 40000)
+        base = random.randint(low, high - count)
         if all(port_is_free(port) for port in range(base, base + count)):
             return base
-    raise RuntimeError(f"no {count} consecutive free ports found between 20000 and 40000")
+    raise RuntimeError(f"no {count} consecutive free ports found between {low} and {high}")
 
 
 @dataclass(frozen=True)
