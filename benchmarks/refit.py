@@ -55,12 +55,10 @@ def main() -> None:
     cluster = RayVirtualCluster(cluster_cfg)
     policy = PolicyWorkerGroup(cluster, PolicyConfig(model_name=args.model))
     generation = GenerationWorkerGroup(cluster, GenerationConfig(), args.model)
-    shared = set(cluster_cfg.role_slot_ids("inference")) <= set(cluster_cfg.role_slot_ids("trainer"))
     results = []
     try:
         for transport in args.transports:
-            refitter = WeightRefitter(policy, generation, bucket_mb=args.bucket_mb, transport=transport,
-                                      uses_gpus=cluster_cfg.uses_gpus, inference_on_trainer_gpus=shared)
+            refitter = WeightRefitter(policy, generation, bucket_mb=args.bucket_mb, transport=transport, cluster=cluster_cfg)
             stats = refitter.refit()  # warm-up: layouts, name check, transfer group
             seconds = []
             for _ in range(args.repeats):

@@ -142,10 +142,9 @@ def setup(cfg: DistillationMasterConfig, config_yaml: str) -> DistillationRun:
     val_prompts = _load_prompts(cfg, tokenizer, "validation")[: dist.max_val_samples]
     train_loader = PromptDataLoader(train_prompts, batch_size=dist.num_prompts_per_step, seed=dist.seed, shuffle=cfg.data.shuffle)
 
-    inference_on_trainer_gpus = set(cfg.cluster.role_slot_ids("inference")) <= set(cfg.cluster.role_slot_ids("trainer"))
     try:  # an impossible transport fails here, before any worker starts
         choose_transport(cfg.policy.generation.refit_transport, uses_gpus=cfg.cluster.uses_gpus,
-                         inference_on_trainer_gpus=inference_on_trainer_gpus)
+                         colocated=cfg.cluster.colocated)
     except ValueError as err:
         raise ConfigError("policy.generation.refit_transport", str(err)) from None
 
@@ -184,8 +183,7 @@ def setup(cfg: DistillationMasterConfig, config_yaml: str) -> DistillationRun:
         teacher=teacher,
         generation=generation,
         refitter=WeightRefitter(policy, generation, bucket_mb=cfg.policy.generation.refit_bucket_mb,
-                                transport=cfg.policy.generation.refit_transport, uses_gpus=cfg.cluster.uses_gpus,
-                                inference_on_trainer_gpus=inference_on_trainer_gpus),
+                                transport=cfg.policy.generation.refit_transport, cluster=cfg.cluster),
         cluster=cluster,
         environment=MathEnvironment(use_math_verify=cfg.env.math.use_math_verify),
         loss_fn=TopkDistillationLoss(cfg.loss_fn.kl_type, cfg.loss_fn.mixed_kl_weight, cfg.loss_fn.zero_outside_topk),

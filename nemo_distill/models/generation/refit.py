@@ -24,26 +24,30 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Literal
+from typing import Any
 
+from nemo_distill.distributed.config import ClusterConfig
 from nemo_distill.distributed.worker_group import wait_all
 from nemo_distill.models.generation.interfaces import WeightUpdateStats
 
 log = logging.getLogger(__name__)
 
 MIB = 2**20
-RefitTransport = Literal["auto", "object_store", "cuda_ipc", "broadcast"]
 TRANSPORTS = ("object_store", "cuda_ipc", "broadcast")
 
 
-def choose_transport(requested: str, *, uses_gpus: bool, inference_on_trainer_gpus: bool) -> str:
-    """The transport ``requested`` means on this cluster (``auto`` resolved); raises for an impossible one."""
+def choose_transport(requested: str, *, uses_gpus: bool, colocated: bool) -> str:
+    """The transport ``requested`` means on this cluster (``auto`` resolved); raises for an impossible one.
+
+    ``colocated`` (``cluster.colocated``) is exactly "every inference GPU is also a trainer GPU": without
+    it the placement check forbids any overlap between trainer and inference slots.
+    """
     if requested == "auto":
         # CPU: a gloo broadcast moved SmolLM2-135M's weights 3x faster than the object store (benchmarks/refit.py).
-        return "cuda_ipc" if uses_gpus and inference_on_trainer_gpus else "broadcast"
+        return "cuda_ipc" if uses_gpus and colocated else "broadcast"
     if requested not in TRANSPORTS:
         raise ValueError(f"policy.generation.refit_transport '{requested}' is not one of {['auto', *TRANSPORTS]}")
-    if requested == "cuda_ipc" and not (uses_gpus and inference_on_trainer_gpus):
+    if requested == "cuda_ipc" and not (uses_gpus and colocated):
         raise ValueError(
             "policy.generation.refit_transport=cuda_ipc needs every inference GPU to also be a trainer GPU "
             "(colocated on GPUs); use broadcast or object_store"
@@ -76,25 +80,25 @@ class WeightRefitter:
         generation: a ``GenerationWorkerGroup``.
         bucket_mb: ``policy.generation.refit_bucket_mb``.
         transport: ``policy.generation.refit_transport`` (``auto`` resolved with :func:`choose_transport`).
-        uses_gpus / inference_on_trainer_gpus: from the cluster config.
+        cluster: the run's ``cluster`` section (GPUs or CPU slots, and where inference sits).
     """
 
-    def __init__(self, policy: Any, generation: Any, *, bucket_mb: int, transport: str = "auto", uses_gpus: bool,
-                 inference_on_trainer_gpus: bool):
+    def __init__(self, policy: Any, generation: Any, *, bucket_mb: int, transport: str = "auto", cluster: ClusterConfig):
         _check_bucket_mb(bucket_mb)
         self.policy, self.generation = policy, generation
-        self.bucket_bytes = bucket_mb * MIB
-        self.transport = choose_transport(transport, uses_gpus=uses_gpus, inference_on_trainer_gpus=inference_on_trainer_gpus)
+        self.bucket_mb = bucket_mb
+        self.transport = choose_transport(transport, uses_gpus=cluster.uses_gpus,
+                                          colocated=cluster.colocated)
         self._layouts: list | None = None  # the weights' names and shapes never change during a run
         self._group_open = False
 
     def refit(self) -> WeightUpdateStats:
         started = time.perf_counter()
         if self.transport == "object_store":
-            stats = refit_generation_from_policy(self.policy, self.generation, self.bucket_bytes // MIB)
+            stats = refit_generation_from_policy(self.policy, self.generation, self.bucket_mb)
         else:
             if self._layouts is None:
-                self._layouts = self.policy.workers.call_rank(0, "weight_bucket_layouts", self.bucket_bytes)
+                self._layouts = self.policy.workers.call_rank(0, "weight_bucket_layouts", self.bucket_mb * MIB)
                 # A name the generation model lacks (or one it would miss) fails here, before any byte moves.
                 self.generation.workers.call_all("check_weight_names", [n for layout in self._layouts for n in layout.names])
             stats = self._refit_cuda_ipc() if self.transport == "cuda_ipc" else self._refit_broadcast()

@@ -68,14 +68,12 @@ def run_refits(cluster_cfg: ClusterConfig, model_dir: str, transports: list[str]
                                   train_micro_batch_size=2, optimizer=OptimizerConfig(lr=3e-3))
         policy = PolicyWorkerGroup(cluster, policy_cfg)
         generation = GenerationWorkerGroup(cluster, GenerationConfig(), model_dir, precision="float32")
-        inference_on_trainer = set(cluster_cfg.role_slot_ids("inference")) <= set(cluster_cfg.role_slot_ids("trainer"))
         train_batch, _ = build_token_batch(PROMPTS, [[20, 21, 22, 23]] * len(PROMPTS), pad_token_id=0)
         for index, transport in enumerate(transports):
             policy.train(train_batch, ResponseNLLLoss())
             if index == 0:
                 gaps["stale"] = max_logprob_gap(policy, generation, pad_token_id=0)
-            refitter = WeightRefitter(policy, generation, bucket_mb=1, transport=transport,
-                                      uses_gpus=cluster_cfg.uses_gpus, inference_on_trainer_gpus=inference_on_trainer)
+            refitter = WeightRefitter(policy, generation, bucket_mb=1, transport=transport, cluster=cluster_cfg)
             refitter.refit()
             refitter.refit()  # a second refit reuses the layouts and, for broadcast, the open group
             gaps[f"{index}:{transport}"] = max_logprob_gap(policy, generation, pad_token_id=0)

@@ -77,7 +77,7 @@ def test_pack_errors_name_the_tensor():
 
 
 @pytest.mark.parametrize(
-    "requested, uses_gpus, shared, expected",
+    "requested, uses_gpus, colocated, expected",
     [
         ("auto", False, True, "broadcast"),
         ("auto", False, False, "broadcast"),
@@ -88,17 +88,17 @@ def test_pack_errors_name_the_tensor():
         ("cuda_ipc", True, True, "cuda_ipc"),
     ],
 )
-def test_choose_transport(requested, uses_gpus, shared, expected):
-    assert choose_transport(requested, uses_gpus=uses_gpus, inference_on_trainer_gpus=shared) == expected
+def test_choose_transport(requested, uses_gpus, colocated, expected):
+    assert choose_transport(requested, uses_gpus=uses_gpus, colocated=colocated) == expected
 
 
 def test_impossible_transports_are_refused():
     with pytest.raises(ValueError, match="cuda_ipc needs every inference GPU to also be a trainer GPU"):
-        choose_transport("cuda_ipc", uses_gpus=True, inference_on_trainer_gpus=False)
+        choose_transport("cuda_ipc", uses_gpus=True, colocated=False)
     with pytest.raises(ValueError, match="cuda_ipc needs"):
-        choose_transport("cuda_ipc", uses_gpus=False, inference_on_trainer_gpus=True)
+        choose_transport("cuda_ipc", uses_gpus=False, colocated=True)
     with pytest.raises(ValueError, match="'nccl' is not one of"):
-        choose_transport("nccl", uses_gpus=True, inference_on_trainer_gpus=True)
+        choose_transport("nccl", uses_gpus=True, colocated=True)
 
 
 def _transfer_rank(rank: int, port: int, layouts, results) -> None:
