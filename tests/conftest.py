@@ -23,6 +23,13 @@ def _tokenizer_source() -> str:
 
 
 @pytest.fixture(scope="session")
+def tokenizer_cli_args() -> list[str]:
+    """``--tokenizer DIR`` for the benchmark scripts when ``NEMO_DISTILL_TEST_TOKENIZER`` is set, else nothing."""
+    folder = os.environ.get(TOKENIZER_SOURCE_ENV)
+    return ["--tokenizer", folder] if folder else []
+
+
+@pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> str:
     """A tiny random Qwen3 (hidden 64, 2 layers) in HF format."""
     from nemo_distill.models.tiny import build_tiny_model

@@ -273,9 +273,6 @@ class WeightReceiver:
     device: torch.device
     _transfer_group: Any = None
 
-    def device_uuid(self) -> str | None:
-        return device_uuid(self.device) if self.device.type == "cuda" else None
-
     def update_weights_from_refs(self, refs: list[Any]) -> Any:
         """``update_weights`` from Ray object refs of buckets, fetched one at a time."""
         return self.update_weights(fetch_buckets(refs))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,13 +13,11 @@ REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.mark.slow
-def test_cpu_smoke_run_of_the_split_case_with_broadcast_refit(tmp_path):
+def test_cpu_smoke_run_of_the_split_case_with_broadcast_refit(tmp_path, tokenizer_cli_args):
     command = [sys.executable, str(REPO / "benchmarks" / "distillation_gpu.py"), "--device", "cpu", "--shape", "tiny", "--gpus", "2",
                "--steps", "2", "--max-new-tokens", "8", "--transports", "broadcast", "--only", "distill_split_broadcast",
                "--out", str(tmp_path)]
-    tokenizer = os.environ.get("NEMO_DISTILL_TEST_TOKENIZER")
-    if tokenizer:
-        command += ["--tokenizer", tokenizer]
+    command += tokenizer_cli_args
     result = subprocess.run(command, capture_output=True, text=True, timeout=280)
     assert result.returncode == 0, result.stderr[-3000:]
     [row] = json.loads((tmp_path / "distillation_gpu.json").read_text())["results"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,12 +13,10 @@ REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.mark.slow
-def test_cpu_smoke_run_writes_results_and_tp_matches_one_worker(tmp_path):
+def test_cpu_smoke_run_writes_results_and_tp_matches_one_worker(tmp_path, tokenizer_cli_args):
     command = [sys.executable, str(REPO / "benchmarks" / "fsdp2_scaling.py"), "--device", "cpu", "--shape", "tiny", "--gpus", "1", "2",
                "--tp", "--global-batch", "4", "--seq-len", "16", "--steps", "1", "--precision", "float32", "--out", str(tmp_path)]
-    tokenizer = os.environ.get("NEMO_DISTILL_TEST_TOKENIZER")
-    if tokenizer:
-        command += ["--tokenizer", tokenizer]
+    command += tokenizer_cli_args
     result = subprocess.run(command, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = json.loads((tmp_path / "fsdp2_scaling.json").read_text())["results"]
