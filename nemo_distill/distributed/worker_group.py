@@ -96,8 +96,17 @@ def _call_error(role: str, rank: int, method: str, cause: BaseException | None, 
         except TypeError:  # incompatible layouts (e.g. OSError subclasses): plain WorkerCallError
             _DUAL_CLASSES[cause_type] = WorkerCallError
     error_type = _DUAL_CLASSES.get(cause_type, WorkerCallError) if cause_type is not None else WorkerCallError
-    error = error_type.__new__(error_type)
+    try:
+        # The cause's own __new__ (not RuntimeError's): OSError and its subclasses have a
+        # different C layout, and Python refuses RuntimeError.__new__ on such a dual class.
+        error = (cause_type or WorkerCallError).__new__(error_type)
+    except Exception:  # a Python-level __new__ that needs arguments: give up the dual type
+        error_type = _DUAL_CLASSES[cause_type] = WorkerCallError
+        error = WorkerCallError.__new__(WorkerCallError)
     WorkerCallError.__init__(error, role, rank, method, cause, remote_traceback)
+    if isinstance(cause, OSError) and isinstance(error, OSError):
+        # ``except FileNotFoundError as e: e.filename`` keeps working on the driver
+        error.errno, error.strerror, error.filename, error.filename2 = cause.errno, cause.strerror, cause.filename, cause.filename2
     return error
 
 

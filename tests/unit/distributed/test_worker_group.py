@@ -58,6 +58,15 @@ class CollectiveWorker:
             raise KeyError("missing-key")
         return "ok"
 
+    def raise_os_error(self, kind: str) -> None:
+        errors = {
+            "FileNotFoundError": FileNotFoundError(2, "No such file or directory", "/ckpt/step_3/policy_info.json"),
+            "PermissionError": PermissionError(13, "Permission denied", "/ckpt"),
+            "TimeoutError": TimeoutError("rendezvous timed out"),
+            "ConnectionError": ConnectionError("peer reset"),
+        }
+        raise errors[kind]
+
 
 @pytest.fixture(scope="module")
 def cluster(ray_cluster):
@@ -123,6 +132,20 @@ def test_method_error_names_role_rank_and_keeps_the_type(group):
     assert "trainer worker rank 1 failed in fail_on(): KeyError: 'missing-key'" in str(error)
     assert "remote traceback" in str(error) and 'in fail_on\n    raise KeyError("missing-key")' in str(error)
     assert group.call_all("fail_on", 5) == ["ok", "ok"]  # the group stays usable
+
+
+@pytest.mark.parametrize("kind", ["FileNotFoundError", "PermissionError", "TimeoutError", "ConnectionError"])
+def test_os_errors_reach_the_driver_with_their_type_message_role_and_rank(group, kind):
+    # Regression: OSError subclasses have another C layout; the wrapper used to crash with
+    # "TypeError: RuntimeError.__new__(...) is not safe" and hide the worker's message.
+    with pytest.raises(WorkerCallError) as info:
+        group.call_rank(1, "raise_os_error", kind)
+    error = info.value
+    assert type(error.cause).__name__ == kind and isinstance(error, type(error.cause))
+    assert f"trainer worker rank 1 failed in raise_os_error(): {kind}" in str(error)
+    if kind == "FileNotFoundError":
+        assert error.filename == "/ckpt/step_3/policy_info.json" and error.errno == 2
+        assert "No such file or directory: '/ckpt/step_3/policy_info.json'" in str(error)
 
 
 def test_wait_all_collects_several_groups_and_fails_on_the_first_error(group, cluster):
