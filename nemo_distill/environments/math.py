@@ -7,9 +7,14 @@ Extraction (seed 004's "4-stage fallback"), the first stage that yields an answe
 3. ``answer is X`` (any case): the LAST occurrence; ``X`` runs to the end of its sentence/line.
 4. The last number in the text.
 
-In stages 1 and 3 a LaTeX answer (one with a backslash, e.g. ``\\frac{1}{2}``) is kept whole;
+In stages 1 and 3 a LaTeX answer (one with a backslash, e.g. ``\\sqrt{2}``) is kept whole;
 otherwise the first number in ``X`` is taken ("42 apples" -> "42"), else ``X`` itself ("B").
 A stage that finds nothing usable (e.g. the degenerate ``"####. ####."``) falls through.
+
+Normalisation (:func:`normalize_answer`, also the key of the noisy-student vote) removes what never
+changes the value: ``$``, bold, a trailing period, thousands commas, a leading ``x =``, a unit after
+a number (``"18 dollars"``, ``"12 kg"``, ``"50%"``, ``"5\\text{ cm}"``, ``"90^\\circ"`` -> the number), and
+writes integer LaTeX fractions as ``a/b`` (``"\\frac{1}{2}"`` -> ``"1/2"``) and decimals canonically.
 
 Matching (:func:`answers_match`): equal after :func:`normalize_answer`; else, when both are plain
 numbers or fractions, equal within a relative 1e-6; else symbolic equivalence through math-verify
@@ -33,6 +38,12 @@ _FRACTION = re.compile(r"([-+]?\d+)/(\d+)")
 _GSM8K_MARKER = "####"
 _ANSWER_IS = re.compile(r"answer is", re.IGNORECASE)
 _SENTENCE_END = re.compile(r"\.(?:\s|$)")
+_VARIABLE_PREFIX = re.compile(r"^[A-Za-z]\s*=\s*(?=\S)")
+_LATEX_FRACTION = re.compile(r"(-?)\\[dt]?frac\{\s*(\d+)\s*\}\{\s*(\d+)\s*\}")
+# A number followed by a unit: percent, degrees, \text{...} / \mathrm{...}, or words of two or
+# more letters ("dollars", "kg", "apples per box"); a single letter ("2x") is algebra, not a unit.
+_UNIT = r"(?:\\?%|\^\s*\{?\\circ\}?|\\(?:text|mathrm|mbox)\{[^{}]*\}|[A-Za-z]{2,}(?:\s+[A-Za-z]+)*)"
+_NUMBER_WITH_UNIT = re.compile(r"([-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?)\s*(?:\\[,;! ]\s*)*" + _UNIT)
 RELATIVE_TOLERANCE = 1e-6
 MATH_VERIFY_TIMEOUT_SECONDS = 5
 
@@ -50,10 +61,20 @@ def _canonical_decimal(number: str) -> str:
 
 def normalize_answer(answer: str) -> str:
     """Strip what never changes the value: surrounding whitespace, ``**`` bold, ``$`` (also
-    ``\\$``), a trailing ``.``, thousands commas; write numbers canonically (``"12.0"`` -> ``"12"``,
-    ``"1,000"`` -> ``"1000"``, Unicode minus -> ``-``)."""
+    ``\\$``), a trailing ``.``, thousands commas, a leading single-letter ``x =``, a unit after a
+    number; write numbers canonically (``"12.0"`` -> ``"12"``, ``"1,000"`` -> ``"1000"``, Unicode
+    minus -> ``-``) and integer LaTeX fractions as ``a/b`` (``"-\\frac{1}{2}"`` -> ``"-1/2"``).
+    Anything else (``"B"``, ``"x+1"``, ``"\\sqrt{2}"``) is returned stripped but otherwise as is.
+    Idempotent: ``normalize_answer(normalize_answer(a)) == normalize_answer(a)``."""
     answer = answer.replace("\\$", "").replace("$", "").replace("\u2212", "-")
     answer = re.sub(r"^[\s*]+|[\s*.]+$", "", answer)  # "**18**." -> "18"
+    answer = _VARIABLE_PREFIX.sub("", answer)  # "x = 5" -> "5" (one letter only: "ab = 5" is left alone)
+    fraction = _LATEX_FRACTION.fullmatch(answer)
+    if fraction:  # "\\dfrac{3}{4}" -> "3/4", the form a response writes without LaTeX
+        answer = f"{fraction.group(1)}{fraction.group(2)}/{fraction.group(3)}"
+    with_unit = _NUMBER_WITH_UNIT.fullmatch(answer)
+    if with_unit:  # "18 dollars" -> "18": the unit names the quantity, it does not change it
+        answer = with_unit.group(1)
     without_commas = answer.replace(",", "")
     if re.fullmatch(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d*)?|[-+]?\.\d+", answer) and _PLAIN_DECIMAL.fullmatch(without_commas):
         return _canonical_decimal(without_commas)

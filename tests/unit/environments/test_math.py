@@ -24,7 +24,8 @@ from nemo_distill.environments.math import (
         ("#### 1,234.50 dollars", "1234.5"),
         ("#### -3", "-3"),
         ("#### $18", "18"),
-        ("#### \\frac{1}{2}", "\\frac{1}{2}"),
+        ("#### \\frac{1}{2}", "1/2"),  # integer LaTeX fractions are written a/b
+        ("#### \\sqrt{2}", "\\sqrt{2}"),  # other LaTeX is kept whole
         # Stage 2: \boxed{} (last balanced one)
         ("First \\boxed{3}, then \\boxed{5}.", "5"),
         ("\\boxed{\\frac{a}{b+{c}}}", "\\frac{a}{b+{c}}"),
@@ -36,7 +37,7 @@ from nemo_distill.environments.math import (
         ("I think the answer is 5. Wait, the answer is 6.", "6"),
         ("The answer is 3.5.", "3.5"),
         ("The answer is: 42 apples", "42"),
-        ("The answer is $\\frac{1}{2}$.", "\\frac{1}{2}"),
+        ("The answer is $\\frac{1}{2}$.", "1/2"),
         ("The answer is B.", "B"),
         # Stage 4: last number
         ("She has 3 apples and buys 12 more, so 15", "15"),
@@ -69,7 +70,10 @@ def test_extract_answer_stage_order():
 @pytest.mark.parametrize(
     "raw,normalised",
     [("1,000", "1000"), ("$5", "5"), ("\\$5", "5"), ("**18**.", "18"), (" 12.0 ", "12"), ("-0012.500", "-12.5"),
-     ("\u22125", "-5"), (".5", "0.5"), ("-0", "0"), ("1,2,3", "1,2,3"), ("\\frac{1}{2}", "\\frac{1}{2}")],
+     ("\u22125", "-5"), (".5", "0.5"), ("-0", "0"), ("1,2,3", "1,2,3"), ("\\frac{1}{2}", "1/2"),
+     ("-\\dfrac{3}{4}", "-3/4"), ("\\sqrt{2}", "\\sqrt{2}"), ("18 dollars", "18"), ("12 kg", "12"), ("50%", "50"),
+     ("50\\%", "50"), ("90^\\circ", "90"), ("5\\text{ cm}", "5"), ("x = 5", "5"), ("2x", "2x"), ("ab = 5", "ab = 5"),
+     ("1,000 apples", "1000"), ("B", "B")],
 )
 def test_normalize_answer(raw, normalised):
     assert normalize_answer(raw) == normalised
@@ -101,8 +105,9 @@ def test_answers_match_without_math_verify(pred, gold, expected):
 @pytest.mark.parametrize(
     "pred,gold,expected",
     [
-        ("0.5", "\\frac{1}{2}", True),
-        ("\\frac{1}{2}", "0.5", True),
+        ("0.5", "\\frac{\\sqrt{4}}{4}", True),
+        ("\\frac{x}{2}", "x/2", True),
+        ("\\frac{1}{\\sqrt{2}}", "\\frac{\\sqrt{2}}{2}", True),
         ("2", "\\sqrt{4}", True),
         ("1+x", "x+1", True),
         ("3.14159", "\\pi", False),
@@ -120,7 +125,7 @@ def test_answers_match_symbolic_through_math_verify(pred, gold, expected):
 def test_answers_match_from_a_worker_thread_does_not_crash():
     pytest.importorskip("math_verify")
     results = []
-    worker = threading.Thread(target=lambda: results.append(answers_match("0.5", "\\frac{1}{2}")))
+    worker = threading.Thread(target=lambda: results.append(answers_match("2", "\\sqrt{4}")))
     worker.start()
     worker.join()
     assert results == [True]
@@ -137,3 +142,67 @@ def test_math_reward_and_environment_score():
     assert env.score(["#### 1", "\\boxed{2}", "answer is 4"], ["1", "2", "3"]) == [1.0, 1.0, 0.0]
     with pytest.raises(ValueError, match="2 responses but 1 gold answers"):
         env.score(["a", "b"], ["1"])
+
+
+# Hard formats (issue 15): each stage returns the answer itself, never the text around it.
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        # Stage 1 (####): trailing text, several markers, negatives, commas, currency, units
+        ("#### 10 and also some more words", "10"),
+        ("#### 10 and also 20", "10"),
+        ("Step 1 ... #### 5 #### 6", "5"),
+        ("#### 72.\nThen the model rambles: #### 80", "72"),
+        ("#### -1,000", "-1000"),
+        ("#### \\$1,250.00 in total", "1250"),
+        ("#### 3.50", "3.5"),
+        ("#### 18 dollars", "18"),
+        ("#### 45%", "45"),
+        ("#### (4)", "4"),
+        ("#### 1/2 of the cake", "1/2"),
+        # Stage 2 (\boxed): fractions, negatives, units, currency, a nested brace, an equation
+        ("so \\boxed{\\frac{3}{4}}", "3/4"),
+        ("\\boxed{-\\dfrac{1}{2}}", "-1/2"),
+        ("\\boxed{\\tfrac{7}{8}} cups", "7/8"),
+        ("\\boxed{3/4}", "3/4"),
+        ("\\boxed{-12}", "-12"),
+        ("\\boxed{1,000}", "1000"),
+        ("\\boxed{\\$18.00}", "18"),
+        ("\\boxed{5\\text{ dollars}}", "5"),
+        ("\\boxed{90^\\circ}", "90"),
+        ("\\boxed{x = 5}", "5"),
+        ("\\boxed{\\frac{\\sqrt{3}}{2}}", "\\frac{\\sqrt{3}}{2}"),
+        # Stage 3 ("answer is"): trailing text, negatives, units, currency
+        ("The answer is -7 degrees.", "-7"),
+        ("The final answer is $2,500. Let me double check.", "2500"),
+        ("So the answer is 1,000 dollars.", "1000"),
+        ("the answer is x = 12", "12"),
+        ("The answer is 6, wait no", "6"),
+        ("The answer is 0.50", "0.5"),
+        # Stage 4 (last number): negatives, commas, currency, trailing period
+        ("5 - 7 = -2", "-2"),
+        ("It costs $0.75 each.", "0.75"),
+        ("In total they paid $12,345.60.", "12345.6"),
+        ("Temperatures fell to -3.5 overnight", "-3.5"),
+        ("He ran 3 laps, then 4, so 7 laps", "7"),
+    ],
+)
+def test_extract_answer_hard_formats(text, expected):
+    assert extract_answer(text) == expected
+
+
+@pytest.mark.parametrize(
+    "pred,gold",
+    [("3.50", "3.5"), ("1,000", "1000"), ("1/2", "0.5"), ("-1/2", "-0.5"), ("\\frac{1}{2}", "0.5"), ("-\\frac{3}{4}", "-0.75"),
+     ("$18", "18"), ("18 dollars", "18"), ("50%", "50"), ("-1,234.50", "-1234.5"), ("2/4", "1/2"), ("72.", "72")],
+)
+def test_answers_match_hard_formats_without_math_verify(pred, gold):
+    assert answers_match(pred, gold, use_math_verify=False)
+    assert answers_match(gold, pred, use_math_verify=False)  # symmetric
+
+
+def test_extracted_answers_match_gsm8k_gold():
+    gold = extract_answer("Natalia sold 48/2 = <<48/2=24>>24 clips in May.\n#### 72")
+    assert gold == "72"
+    for response in ["48 + 24 = 72 clips.\n#### 72", "The answer is $72.", "\\boxed{72}", "so she sold 72 clips"]:
+        assert answers_match(extract_answer(response), gold, use_math_verify=False)
