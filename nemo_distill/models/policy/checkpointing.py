@@ -6,11 +6,16 @@ Layout of ``<path>/``::
     adapter/          LoRA only: peft format (PeftModel.from_pretrained(base, path/"adapter")) + base_model.json
     dcp/              torch.distributed.checkpoint of the sharded model (+ optimizer): every rank writes its shard,
                       and a worker group of a different size can read it back (DCP reshards)
-    extra/scheduler.pt          LR scheduler state (the same on every rank)
-    extra/rng_rank_<R>.pt       Python / NumPy / torch (/ CUDA) RNG states of rank R
+    extra/scheduler.json        LR scheduler state (the same on every rank): plain JSON numbers
+    extra/rng_rank_<R>.pt       Python / NumPy / torch (/ CUDA) RNG states of rank R, as plain tensors
     policy_info.json  model name, LoRA flag, world size, whether the optimizer was saved
 
 ``save`` and ``load`` are collectives: every rank of the worker group calls them.
+
+Resume is automatic, so nothing in ``checkpoint_dir`` may run code when it is read: the scheduler
+and RNG files hold only JSON / tensors and are read with ``torch.load(weights_only=True)``; a file
+that needs arbitrary unpickling (a crafted ``rng_rank_0.pt``, or a pre-JSON ``scheduler.pt`` that
+holds objects) is refused with an :class:`UnsafeCheckpointFileError` naming it.
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 INFO_FILE = "policy_info.json"
+SCHEDULER_FILE = "scheduler.json"
+_LEGACY_SCHEDULER_FILE = "scheduler.pt"  # written before scheduler.json; read with weights_only=True
 _COPIED_MODEL_FILES = ("generation_config.json",)
 
 
@@ -101,13 +108,10 @@ def save(worker: "PolicyWorker", path: Path, *, save_optimizer: bool) -> None:
     else:
         dcp.save({"model": get_model_state_dict(worker.model)}, checkpoint_id=str(path / "dcp"))
     (path / "extra").mkdir(parents=True, exist_ok=True)
-    rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        rng["cuda"] = torch.cuda.get_rng_state()
-    torch.save(rng, path / "extra" / f"rng_rank_{dist.get_rank()}.pt")
+    save_rng_state(path / "extra" / f"rng_rank_{dist.get_rank()}.pt")
     if is_writer:
         if worker.scheduler is not None:
-            torch.save(worker.scheduler.state_dict(), path / "extra" / "scheduler.pt")
+            save_scheduler_state(worker.scheduler, path / "extra" / SCHEDULER_FILE)
         info = CheckpointInfo(model_name=worker.model_name, lora=worker.lora_enabled,
                               world_size=dist.get_world_size(), has_optimizer=with_optimizer)
         (path / INFO_FILE).write_text(json.dumps(asdict(info), indent=2))
@@ -133,16 +137,95 @@ def load(worker: "PolicyWorker", path: Path) -> None:
         state = {"model": get_model_state_dict(worker.model)}
         dcp.load(state, checkpoint_id=str(path / "dcp"))
         set_model_state_dict(worker.model, state["model"])
-    if worker.scheduler is not None and (path / "extra" / "scheduler.pt").is_file():
-        worker.scheduler.load_state_dict(torch.load(path / "extra" / "scheduler.pt", weights_only=False))
+    if worker.scheduler is not None:
+        load_scheduler_state(worker.scheduler, path / "extra")
     rng_file = path / "extra" / f"rng_rank_{dist.get_rank()}.pt"
     if rng_file.is_file():
-        rng = torch.load(rng_file, weights_only=False)
-        random.setstate(rng["python"])
-        np.random.set_state(rng["numpy"])
-        torch.set_rng_state(rng["torch"])
-        if "cuda" in rng and torch.cuda.is_available():
-            torch.cuda.set_rng_state(rng["cuda"])
+        load_rng_state(rng_file)
     else:
         log.warning("checkpoint %s has no RNG state for rank %d (saved by %d ranks)", path, dist.get_rank(), info.world_size)
     dist.barrier()
+
+
+# -- scheduler and RNG state: data only, never code ----------------------------------------------
+
+
+class UnsafeCheckpointFileError(ValueError):
+    """A checkpoint file that cannot be read without arbitrary unpickling (it could run code)."""
+
+    def __init__(self, path: Path, detail: str):
+        self.path = path
+        super().__init__(
+            f"refusing to load {path}: it is not a plain tensor/JSON file, and unpickling it could run arbitrary "
+            f"code ({detail}). Delete it (or the whole checkpoint folder) if you did not write it; a file from a checkpoint "
+            f"written before scheduler/RNG state became plain data can be deleted too (resume then skips that state)."
+        )
+
+
+def _safe_torch_load(path: Path) -> object:
+    import pickle
+
+    try:
+        return torch.load(path, weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError as err:  # weights_only refuses any global it does not allow
+        raise UnsafeCheckpointFileError(path, str(err).splitlines()[0]) from None
+
+
+def save_scheduler_state(scheduler: torch.optim.lr_scheduler.LRScheduler, file: Path) -> None:
+    """``scheduler.state_dict()`` as JSON (step counters, base and last LRs).
+
+    ``lr_lambdas`` is left out: LambdaLR stores ``None`` for plain functions, and ours are rebuilt
+    from the config on every start.
+    """
+    state = {key: value for key, value in scheduler.state_dict().items() if key != "lr_lambdas"}
+    file.write_text(json.dumps(state, indent=2, allow_nan=False))
+
+
+def load_scheduler_state(scheduler: torch.optim.lr_scheduler.LRScheduler, extra_dir: Path) -> None:
+    """Restore from ``scheduler.json`` (or a legacy ``scheduler.pt``, read with ``weights_only=True``)."""
+    json_file, legacy_file = extra_dir / SCHEDULER_FILE, extra_dir / _LEGACY_SCHEDULER_FILE
+    if json_file.is_file():
+        state = json.loads(json_file.read_text())
+        if "lr_lambdas" in scheduler.state_dict():
+            state["lr_lambdas"] = [None] * len(scheduler.state_dict()["lr_lambdas"])  # None: keep our lambdas
+    elif legacy_file.is_file():
+        state = _safe_torch_load(legacy_file)
+    else:
+        log.warning("checkpoint %s has no scheduler state; the LR schedule restarts", extra_dir.parent)
+        return
+    if not isinstance(state, dict):
+        raise ValueError(f"{json_file if json_file.is_file() else legacy_file} must hold a mapping, got {type(state).__name__}")
+    scheduler.load_state_dict(state)
+
+
+def save_rng_state(file: Path) -> None:
+    """This process's Python / NumPy / torch (/ CUDA) RNG states, as ints, floats and tensors only."""
+    py_version, py_state, py_gauss = random.getstate()
+    np_algo, np_keys, np_pos, np_has_gauss, np_cached = np.random.get_state()
+    rng: dict[str, object] = {
+        "python_version": py_version,
+        "python_state": torch.tensor(py_state, dtype=torch.int64),  # 625 uint32 words
+        "python_gauss": py_gauss,
+        "numpy_algo": np_algo,
+        "numpy_keys": torch.from_numpy(np_keys.astype(np.int64)),  # 624 uint32 words
+        "numpy_pos": int(np_pos),
+        "numpy_has_gauss": int(np_has_gauss),
+        "numpy_cached_gaussian": float(np_cached),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state()
+    torch.save(rng, file)
+
+
+def load_rng_state(file: Path) -> None:
+    """Restore what :func:`save_rng_state` wrote (read with ``weights_only=True``)."""
+    rng = _safe_torch_load(file)
+    if not isinstance(rng, dict) or "python_state" not in rng:
+        raise UnsafeCheckpointFileError(file, "it is not an RNG file written by this version (expected a dict with 'python_state')")
+    random.setstate((rng["python_version"], tuple(int(word) for word in rng["python_state"].tolist()), rng["python_gauss"]))
+    np.random.set_state((rng["numpy_algo"], rng["numpy_keys"].numpy().astype(np.uint32), rng["numpy_pos"],
+                         rng["numpy_has_gauss"], rng["numpy_cached_gaussian"]))
+    torch.set_rng_state(rng["torch"])
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state(rng["cuda"])
