@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
+from pathlib import Path
 
 import pytest
 
-from nemo_distill.utils.checkpoint import TRAINING_INFO, CheckpointingConfig, CheckpointManager
+from nemo_distill.utils.checkpoint import (
+    MANIFEST,
+    TRAINING_INFO,
+    CheckpointingConfig,
+    CheckpointManager,
+    CorruptCheckpointError,
+    NonFiniteCheckpointError,
+)
 
 
 def _manager(tmp_path, **overrides) -> CheckpointManager:
@@ -26,8 +36,8 @@ def _steps(manager: CheckpointManager) -> list[int]:
 
 def test_config_defaults_and_checks():
     cfg = CheckpointingConfig()
-    assert (cfg.enabled, cfg.checkpoint_dir, cfg.save_period, cfg.keep_top_k, cfg.metric_name, cfg.higher_is_better) == (
-        False, "results/checkpoints", 10, 3, None, True
+    assert (cfg.enabled, cfg.checkpoint_dir, cfg.save_period, cfg.keep_top_k, cfg.metric_name, cfg.higher_is_better, cfg.on_corrupt) == (
+        False, "results/checkpoints", 10, 3, None, True, "fallback"
     )
     with pytest.raises(ValueError, match="save_period must be >= 1"):
         CheckpointingConfig(save_period=0)
@@ -156,6 +166,129 @@ def test_missing_or_nan_metric_counts_as_worst_but_latest_stays(tmp_path):
     manager = _manager(tmp_path, keep_top_k=2, metric_name="validation/accuracy", higher_is_better=False)
     _save(manager, 1, **{"validation/accuracy": 5.0})
     _save(manager, 2)  # no validation this step
-    _save(manager, 3, **{"validation/accuracy": float("nan")})
+    step_3 = tmp_path / "ckpt" / "step_3"  # written by an older version, which allowed NaN in the info
+    step_3.mkdir()
+    (step_3 / TRAINING_INFO).write_text('{"validation/accuracy": NaN}')
     _save(manager, 4)  # latest, metric missing: still kept
     assert _steps(manager) == [1, 4]
+
+
+# -- manifests: damaged checkpoints are named and skipped before any worker starts -----------------
+
+# The files a real step_N holds (see algorithms/distillation.py save_checkpoint and policy/checkpointing.py).
+REAL_LAYOUT = {
+    "policy/dcp/__0_0.distcp": 64,
+    "policy/dcp/.metadata": 16,
+    "policy/extra/rng_rank_0.pt": 32,
+    "policy/extra/scheduler.json": 8,
+    "policy/model/model.safetensors": 128,
+    "policy/policy_info.json": 8,
+    "config.yaml": 8,
+}
+
+
+def _save_real_layout(manager: CheckpointManager, step: int) -> Path:
+    tmp_dir = manager.start(step)
+    for relative, size in REAL_LAYOUT.items():
+        (tmp_dir / relative).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_dir / relative).write_bytes(bytes([step]) * size)
+    return manager.finalize(step, tmp_dir, {"step": step, "train/loss": 0.5})
+
+
+def test_manifest_lists_every_file_with_size_and_hash(tmp_path):
+    manager = _manager(tmp_path)
+    final = _save_real_layout(manager, 1)
+    manifest = json.loads((final / MANIFEST).read_text())
+    assert sorted(manifest["files"]) == sorted([*REAL_LAYOUT, TRAINING_INFO])
+    expected = hashlib.sha256(bytes([1]) * 128).hexdigest()
+    assert manifest["files"]["policy/model/model.safetensors"] == {"size": 128, "sha256": expected}
+    assert manager.verify(final) is None and not (final / f"{MANIFEST}.tmp").exists()
+
+
+def _truncate(file: Path) -> None:
+    file.write_bytes(file.read_bytes()[: file.stat().st_size // 2])
+
+
+@pytest.mark.parametrize("relative", [TRAINING_INFO, "policy/dcp/__0_0.distcp", "policy/extra/rng_rank_0.pt",
+                                      "policy/model/model.safetensors", MANIFEST])
+def test_a_truncated_file_in_the_newest_checkpoint_is_named_and_resume_falls_back(tmp_path, caplog, relative):
+    manager = _manager(tmp_path, keep_top_k=None)
+    _save_real_layout(manager, 1)
+    newest = _save_real_layout(manager, 2)
+    _truncate(newest / relative)
+    with caplog.at_level(logging.WARNING, logger="nemo_distill.utils.checkpoint"):
+        assert manager.latest_valid_checkpoint() == tmp_path / "ckpt" / "step_1"
+    assert "checkpoint step_2 is damaged" in caplog.text and str(newest) in caplog.text
+    assert (relative if relative != MANIFEST else "manifest.json") in caplog.text
+    assert manager.latest_checkpoint() == tmp_path / "ckpt" / "step_1"  # the same check
+
+
+def test_a_corrupted_file_of_the_same_size_fails_the_hash(tmp_path, caplog):
+    manager = _manager(tmp_path, keep_top_k=None)
+    _save_real_layout(manager, 1)
+    newest = _save_real_layout(manager, 2)
+    (newest / "policy/model/model.safetensors").write_bytes(b"\0" * 128)
+    assert manager.latest_valid_checkpoint() == tmp_path / "ckpt" / "step_1"
+    assert "model.safetensors does not match its sha256" in caplog.text
+
+
+def test_on_corrupt_error_refuses_to_resume_and_names_the_step(tmp_path):
+    manager = _manager(tmp_path, keep_top_k=None, on_corrupt="error")
+    _save_real_layout(manager, 1)
+    newest = _save_real_layout(manager, 2)
+    (newest / "policy/extra/rng_rank_0.pt").unlink()
+    with pytest.raises(CorruptCheckpointError, match=r"step_2 is damaged: .*rng_rank_0.pt is missing.*on_corrupt=fallback"):
+        manager.latest_valid_checkpoint()
+
+
+def test_every_checkpoint_damaged_is_an_error_not_a_silent_fresh_start(tmp_path):
+    manager = _manager(tmp_path, keep_top_k=None)
+    for step in (1, 2):
+        _truncate(_save_real_layout(manager, step) / "policy/dcp/__0_0.distcp")
+    with pytest.raises(CorruptCheckpointError, match="every checkpoint .* is damaged(.|\n)*step_2(.|\n)*step_1"):
+        manager.latest_valid_checkpoint()
+
+
+def test_old_checkpoint_without_manifest_is_accepted_with_a_warning(tmp_path, caplog):
+    manager = _manager(tmp_path)
+    old = tmp_path / "ckpt" / "step_3"
+    old.mkdir(parents=True)
+    (old / TRAINING_INFO).write_text(json.dumps({"step": 3}))
+    assert manager.latest_valid_checkpoint() == old
+    assert "has no manifest.json" in caplog.text
+
+
+def test_partial_temp_checkpoint_is_ignored_and_removed_by_resume(tmp_path):
+    manager = _manager(tmp_path)
+    _save_real_layout(manager, 1)
+    partial = tmp_path / "ckpt" / "tmp_step_2"  # killed while writing step 2
+    (partial / "policy" / "dcp").mkdir(parents=True)
+    (partial / "policy" / "dcp" / "__0_0.distcp").write_bytes(b"half")
+    assert manager.latest_valid_checkpoint() == tmp_path / "ckpt" / "step_1"
+    assert not partial.exists()
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_metrics_are_never_checkpointed(tmp_path, bad):
+    manager = _manager(tmp_path)
+    _save(manager, 1)
+    tmp_dir = manager.start(2)
+    with pytest.raises(NonFiniteCheckpointError, match=r"step_2: non-finite values at \['train/loss', 'nested.x\[1\]'\]"):
+        manager.finalize(2, tmp_dir, {"step": 2, "train/loss": bad, "nested": {"x": [1.0, bad]}})
+    assert _steps(manager) == [1] and not tmp_dir.exists()
+
+
+def test_training_info_is_strict_json(tmp_path):
+    manager = _manager(tmp_path)
+    _save(manager, 1, **{"train/loss": 1e308, "validation/accuracy": None})
+    text = (tmp_path / "ckpt" / "step_1" / TRAINING_INFO).read_text()
+    json.loads(text, parse_constant=lambda token: pytest.fail(f"non-JSON token {token}"))
+
+
+def test_damaged_training_info_does_not_break_metric_pruning(tmp_path):
+    manager = _manager(tmp_path, keep_top_k=2, metric_name="m")
+    _save(manager, 1, m=0.5)
+    _truncate(tmp_path / "ckpt" / "step_1" / TRAINING_INFO)
+    _save(manager, 2, m=0.1)
+    _save(manager, 3, m=0.2)
+    assert _steps(manager) == [2, 3]
