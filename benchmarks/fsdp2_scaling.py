@@ -36,11 +36,11 @@ SCORED_SEQUENCES = 2
 class NextTokenLoss:
     """Cross-entropy on target tokens, normalised by the global token count."""
 
-    def __call__(self, logits, batch, *, global_valid_tokens):
+    def __call__(self, logits, batch, *, counts):
         from nemo_distill.algorithms.loss_functions import nll_loss
 
         rows = batch.valid_target_tokens()[:, 1:]
-        return nll_loss(logits[:, :-1], batch.input_ids[:, 1:], rows, normalizer=global_valid_tokens), {}
+        return nll_loss(logits[:, :-1], batch.input_ids[:, 1:], rows, normalizer=counts.tokens), {}
 
 
 def _free_port() -> int:

@@ -21,6 +21,6 @@ Loops and their glue:
 * :mod:`.distillation`               -- the distillation loop: setup -> train -> cleanup
 
 To add an algorithm: a ``<name>_config.py`` composing the section dataclasses, a loss object with
-``__call__(logits, batch, *, global_valid_tokens)`` built from :mod:`.loss_functions`, and a
+``__call__(logits, batch, *, counts: StepCounts)`` built from :mod:`.loss_functions`, and a
 ``<name>.py`` loop reusing ``rollouts``. One algorithm never imports another's loop.
 """

@@ -1,6 +1,6 @@
 """The trainer-facing loss of top-k distillation: :func:`topk_kl_loss` on a micro-batch.
 
-The trainer is algorithm-blind: it calls ``loss(logits, micro_batch, global_valid_tokens=N)``
+The trainer is algorithm-blind: it calls ``loss(logits, micro_batch, counts=StepCounts(...))``
 and back-propagates. This object knows where the teacher's top-k lives in the batch
 (``extras``) and how rows line up.
 """
@@ -13,6 +13,7 @@ import torch
 
 from nemo_distill.algorithms.loss_functions import topk_kl_loss
 from nemo_distill.data.batch import TokenBatch
+from nemo_distill.models.policy.interfaces import StepCounts
 
 TEACHER_TOPK_LOGITS = "teacher_topk_logits"  # [B, T, K] teacher logits / temperature, logits-row layout
 TEACHER_TOPK_INDICES = "teacher_topk_indices"  # [B, T, K] int64 global vocab ids, logits-row layout
@@ -44,7 +45,7 @@ class TopkDistillationLoss:
     mixed_kl_weight: float = 0.5
     zero_outside_topk: bool = False
 
-    def __call__(self, logits: torch.Tensor, batch: TokenBatch, *, global_valid_tokens: float) -> tuple[torch.Tensor, dict[str, float]]:
+    def __call__(self, logits: torch.Tensor, batch: TokenBatch, *, counts: StepCounts) -> tuple[torch.Tensor, dict[str, float]]:
         rows = prediction_row_mask(batch)
         teacher_logits = batch.extras[TEACHER_TOPK_LOGITS]
         teacher_indices = batch.extras[TEACHER_TOPK_INDICES]
@@ -57,6 +58,6 @@ class TopkDistillationLoss:
             kl_type=self.kl_type,
             mixed_kl_weight=self.mixed_kl_weight,
             zero_outside_topk=self.zero_outside_topk,
-            normalizer=max(float(global_valid_tokens), 1.0),
+            normalizer=counts.tokens,
         )
-        return loss, {"kl_token_sum": float(loss.detach()) * max(float(global_valid_tokens), 1.0)}
+        return loss, {"kl_token_sum": float(loss.detach()) * counts.tokens}

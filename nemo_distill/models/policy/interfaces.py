@@ -10,6 +10,19 @@ import torch
 from nemo_distill.data.batch import TokenBatch
 
 
+@dataclass(frozen=True)
+class StepCounts:
+    """Global counts of one optimizer step: every data-parallel rank and every micro-batch.
+
+    Handed to every loss so each can pick its own normaliser (prime-rl: each loss term is
+    normalised by its own count) and still sum correctly over micro-batches and ranks.
+    """
+
+    tokens: float  # Σ batch.valid_target_tokens()[:, 1:] (loss targets); at least 1
+    sequences: float  # samples with at least one target token; at least 1
+    micro_batches: int  # micro-batches of the step over all data-parallel ranks
+
+
 class LossFunction(Protocol):
     """What the algorithm-blind trainer calls on each micro-batch.
 
@@ -19,19 +32,19 @@ class LossFunction(Protocol):
             token ``t + 1``. Under tensor or context parallelism the worker gathers vocabulary /
             sequence shards first, so every rank of a tp/cp group sees the same logits.
         batch: the micro-batch (on the logits' device), trailing all-padding columns trimmed.
-        global_valid_tokens: Σ over every data-parallel rank and micro-batch of the step of
-            ``batch.valid_target_tokens()[:, 1:]`` (at least 1, so an all-masked step divides by 1).
+        counts: the step's global :class:`StepCounts`.
 
     Returns:
-        The micro-batch loss already divided by ``global_valid_tokens`` (so summing over micro-batches
-        and data-parallel ranks gives the step's per-token loss), and additive float metrics (summed
-        over micro-batches and data-parallel ranks by the trainer).
+        The micro-batch's share of the step loss (already divided by the loss's global normaliser,
+        so summing over micro-batches and data-parallel ranks gives the step loss), and additive
+        float metrics: SUMS (e.g. a token count and a sum over tokens), which the trainer sums over
+        micro-batches and data-parallel ranks and the algorithm turns into means.
 
     Implementations are picklable dataclasses: they travel to the workers through Ray.
     """
 
     def __call__(
-        self, logits: torch.Tensor, batch: TokenBatch, *, global_valid_tokens: float
+        self, logits: torch.Tensor, batch: TokenBatch, *, counts: StepCounts
     ) -> tuple[torch.Tensor, dict[str, float]]: ...
 
 
@@ -42,9 +55,11 @@ class TrainMetrics:
     loss: float  # Σ over micro-batches and data-parallel ranks: the step's per-token loss
     grad_norm: float  # global L2 norm of the gradient before clipping
     lr: float  # learning rate used by this step
-    num_valid_tokens: float  # global_valid_tokens of the step (loss targets over all dp ranks)
+    num_valid_tokens: float  # StepCounts.tokens of the step (loss targets over all dp ranks)
     loss_metrics: dict[str, float] = field(default_factory=dict)  # the loss's metrics, summed over micro-batches and dp
     tokens_per_sec: float = 0.0  # non-padding tokens of the step / wall time of the step (all dp ranks)
+    num_sequences: float = 0.0  # StepCounts.sequences of the step
+    skipped: bool = False  # the loss or gradient was not finite: no optimizer step, weights unchanged
 
 
 @dataclass

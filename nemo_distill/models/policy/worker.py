@@ -12,6 +12,7 @@ checkpointing -> tensor parallel (needs plain ``nn.Linear``) -> FSDP2 (wraps the
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from pathlib import Path
@@ -19,14 +20,14 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from nemo_distill.algorithms.loss_functions import selected_token_logprobs
 from nemo_distill.data.batch import TokenBatch
 from nemo_distill.models.loading import load_causal_lm, resolve_dtype
 from nemo_distill.models.policy import checkpointing, context_parallel, weights
 from nemo_distill.models.policy.collectives import all_reduce_sum, all_reduce_sum_dict
 from nemo_distill.models.policy.config import PolicyConfig, TeacherConfig
 from nemo_distill.models.policy.grad_norm import clip_grad_norm
-from nemo_distill.models.policy.interfaces import LossFunction, RankInfo, TopkLogits, TrainMetrics
+from nemo_distill.models.policy.interfaces import LossFunction, RankInfo, StepCounts, TopkLogits, TrainMetrics
+from nemo_distill.models.policy.logprobs import token_logprobs
 from nemo_distill.models.policy.lora import apply_lora, lora_scale
 from nemo_distill.models.policy.lr_schedule import lr_multiplier
 from nemo_distill.models.policy.parallel import apply_fsdp2, apply_tensor_parallel, build_mesh, sum_head_local_grads
@@ -174,38 +175,57 @@ class PolicyWorker:
     # ------------------------------------------------------------------ training
     def train(self, batch: TokenBatch, loss_fn: LossFunction) -> TrainMetrics:
         """One optimizer step over this rank's shard, in micro-batches of ``train_micro_batch_size`` with
-        gradient accumulation. Ranks of one dp group (different tp/cp coordinates) get the same shard."""
+        gradient accumulation. Ranks of one dp group (different tp/cp coordinates) get the same shard.
+
+        A non-finite loss or gradient norm skips the step: gradients are dropped, weights, optimizer
+        and scheduler stay as they were, and ``TrainMetrics.skipped`` is set (every rank decides
+        alike: the loss and the norm are global).
+        """
         if not self.trainable:
             raise RuntimeError("train() called on a frozen (trainable=False) worker")
         started = time.perf_counter()
         batch = batch.to(self.device)
         self.optimizer.zero_grad(set_to_none=True)
-        loss_sum, metric_sums, global_valid = self._accumulate_gradients(batch, loss_fn)
-        grad_norm = clip_grad_norm(self.trainable_parameters(), self.cfg.max_grad_norm)
-        lr = self.optimizer.param_groups[0]["lr"]
-        self.optimizer.step()
-        self.scheduler.step()
+        loss_sum, metric_sums, counts = self._accumulate_gradients(batch, loss_fn)
         dp_group = self.layout.dp_group
         total_loss = all_reduce_sum(loss_sum, dp_group, self.device)
+        grad_norm = clip_grad_norm(self.trainable_parameters(), self.cfg.max_grad_norm)
+        lr = self.optimizer.param_groups[0]["lr"]
+        skipped = not (math.isfinite(total_loss) and math.isfinite(grad_norm))
+        if skipped:
+            self.optimizer.zero_grad(set_to_none=True)
+        else:
+            self.optimizer.step()
+            self.scheduler.step()
         loss_metrics = all_reduce_sum_dict(metric_sums, dp_group, self.device)
         tokens = all_reduce_sum(float(batch.attention_mask.sum()), dp_group, self.device)
-        return TrainMetrics(loss=total_loss, grad_norm=grad_norm, lr=lr, num_valid_tokens=global_valid, loss_metrics=loss_metrics,
-                            tokens_per_sec=tokens / max(time.perf_counter() - started, 1e-9))
+        return TrainMetrics(loss=total_loss, grad_norm=grad_norm, lr=lr, num_valid_tokens=counts.tokens, loss_metrics=loss_metrics,
+                            tokens_per_sec=tokens / max(time.perf_counter() - started, 1e-9), num_sequences=counts.sequences,
+                            skipped=skipped)
 
-    def _accumulate_gradients(self, batch: TokenBatch, loss_fn: LossFunction) -> tuple[float, dict[str, float], float]:
+    def _step_counts(self, batch: TokenBatch) -> StepCounts:
+        """The step's global :class:`StepCounts` (one all-reduce over the dp group)."""
+        targets = batch.valid_target_tokens()[:, 1:]
+        micro = self.cfg.train_micro_batch_size
+        local = torch.tensor([float(targets.sum()), float((targets.sum(dim=1) > 0).sum()), float(-(-batch.size // micro))],
+                             dtype=torch.float64, device=self.device)
+        dist.all_reduce(local, group=self.layout.dp_group)
+        tokens, sequences, micro_batches = local.tolist()
+        # At least 1: an all-masked step then has loss 0 instead of 0/0.
+        return StepCounts(tokens=max(tokens, 1.0), sequences=max(sequences, 1.0), micro_batches=max(int(micro_batches), 1))
+
+    def _accumulate_gradients(self, batch: TokenBatch, loss_fn: LossFunction) -> tuple[float, dict[str, float], StepCounts]:
         """Forward/backward every micro-batch of ``batch`` (on the device) into ``.grad``.
 
-        Returns this rank's summed loss, summed loss metrics, and the step's global valid-token count.
+        Returns this rank's summed loss, summed loss metrics, and the step's global counts.
         """
-        # At least 1: an all-masked step then has loss 0 instead of 0/0.
-        local_valid = float(batch.valid_target_tokens()[:, 1:].sum())
-        global_valid = max(all_reduce_sum(local_valid, self.layout.dp_group, self.device), 1.0)
+        counts = self._step_counts(batch)
         self.model.train()
         loss_sum, metric_sums = 0.0, {}
         for micro in batch.micro_batches(self.cfg.train_micro_batch_size):
             micro = micro.trim_padding()
             logits = self._forward_logits(micro)
-            loss, metrics = loss_fn(logits, micro, global_valid_tokens=global_valid)
+            loss, metrics = loss_fn(logits, micro, counts=counts)
             # A micro-batch without targets still runs forward/backward (its loss is 0): skipping it
             # would leave this rank out of FSDP's all-gathers / reduce-scatters and hang the others.
             (loss * self.grad_sum_scale).backward()
@@ -213,21 +233,22 @@ class PolicyWorker:
             for name, value in metrics.items():
                 metric_sums[name] = metric_sums.get(name, 0.0) + float(value)
         sum_head_local_grads(self.head_local_modules, self.layout.tp_group)
-        return loss_sum, metric_sums, global_valid
+        return loss_sum, metric_sums, counts
 
     # ------------------------------------------------------------------ scoring
     @torch.no_grad()
-    def get_logprobs(self, batch: TokenBatch) -> torch.Tensor:
-        """``[B, T]`` fp32 ``log p(input_ids[b, t] | input_ids[b, :t])`` (log-softmax of the raw logits);
-        0 at ``t = 0`` and on padding. The fp32 log-softmax runs ``logprob_chunk_size`` rows at a time."""
+    def get_logprobs(self, batch: TokenBatch, temperature: float = 1.0) -> torch.Tensor:
+        """``[B, T]`` fp32 ``log p(input_ids[b, t] | input_ids[b, :t])`` under ``softmax(logits / temperature)``
+        (:func:`~nemo_distill.models.policy.logprobs.token_logprobs`); 0 at ``t = 0`` and on padding.
+        The fp32 log-softmax runs ``logprob_chunk_size`` rows at a time."""
         self.model.eval()
         pieces = []
         for micro in batch.to(self.device).micro_batches(self.cfg.logprob_batch_size):
             trimmed = micro.trim_padding()
             logits = self._forward_logits(trimmed)
-            token_logprobs = selected_token_logprobs(logits[:, :-1], trimmed.input_ids[:, 1:], self.cfg.logprob_chunk_size)
-            logprobs = torch.zeros(trimmed.input_ids.shape, dtype=torch.float32, device=self.device)
-            logprobs[:, 1:] = torch.where(trimmed.attention_mask[:, 1:].bool(), token_logprobs.float(), 0.0)
+            scores = token_logprobs(logits, trimmed.input_ids, self.cfg.logprob_chunk_size, temperature=temperature)
+            logprobs = torch.where(trimmed.attention_mask.bool(), scores.float(), 0.0)
+            logprobs[:, 0] = 0.0
             pieces.append(_pad_rows(logprobs, batch.seq_len).cpu())
         self.model.train(self.trainable)
         return torch.cat(pieces)

@@ -24,6 +24,7 @@ from nemo_distill.algorithms.distillation_loss import (
 from nemo_distill.algorithms.loss_functions import topk_kl_loss
 from nemo_distill.config import ConfigError, apply_overrides, load_config, validate, with_schema_defaults
 from nemo_distill.data.batch import TokenBatch
+from nemo_distill.models.policy.interfaces import StepCounts
 
 REPO = Path(__file__).resolve().parents[3]
 BASE_CONFIG = REPO / "configs" / "distillation_math.yaml"
@@ -183,9 +184,9 @@ def test_distillation_loss_normalises_by_global_tokens(kl_type):
     reference = topk_kl_loss(
         logits, batch.extras[TEACHER_TOPK_LOGITS], batch.extras[TEACHER_TOPK_INDICES], rows, kl_type=kl_type, mixed_kl_weight=0.3
     )
-    local, _ = loss_fn(logits, batch, global_valid_tokens=float(rows.sum()))
+    local, _ = loss_fn(logits, batch, counts=StepCounts(tokens=float(rows.sum()), sequences=2.0, micro_batches=1))
     torch.testing.assert_close(local, reference)
-    doubled, _ = loss_fn(logits, batch, global_valid_tokens=2 * float(rows.sum()))
+    doubled, _ = loss_fn(logits, batch, counts=StepCounts(tokens=2 * float(rows.sum()), sequences=2.0, micro_batches=1))
     torch.testing.assert_close(doubled, reference / 2)
 
 

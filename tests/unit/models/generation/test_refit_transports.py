@@ -32,10 +32,10 @@ SAMPLING = SamplingParams(temperature=1.0, max_new_tokens=6, n=1, seed=3)
 class ResponseNLLLoss:
     """Mean -log p of the response tokens over all ranks (what the train step minimises)."""
 
-    def __call__(self, logits: torch.Tensor, batch, *, global_valid_tokens: float) -> tuple[torch.Tensor, dict[str, float]]:
+    def __call__(self, logits: torch.Tensor, batch, *, counts) -> tuple[torch.Tensor, dict[str, float]]:
         logprobs = torch.log_softmax(logits[:, :-1].float(), dim=-1).gather(-1, batch.input_ids[:, 1:, None]).squeeze(-1)
         mask = batch.valid_target_tokens()[:, 1:]
-        return -(logprobs * mask).sum() / global_valid_tokens, {}
+        return -(logprobs * mask).sum() / counts.tokens, {}
 
 
 def max_logprob_gap(policy, generation, pad_token_id: int) -> float:

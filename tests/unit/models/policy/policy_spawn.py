@@ -77,12 +77,12 @@ def make_batch(batch_size: int = 4, seq_len: int = 12, *, seed: int = 0, vocab_s
 class MaskedNLLLoss:
     """Σ over valid targets of −log p(token t | < t), divided by the global valid-token count."""
 
-    def __call__(self, logits: torch.Tensor, batch: TokenBatch, *, global_valid_tokens: float) -> tuple[torch.Tensor, dict[str, float]]:
+    def __call__(self, logits: torch.Tensor, batch: TokenBatch, *, counts) -> tuple[torch.Tensor, dict[str, float]]:
         logprobs = torch.log_softmax(logits[:, :-1].float(), dim=-1)
         token_logprobs = logprobs.gather(-1, batch.input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)
         mask = batch.valid_target_tokens()[:, 1:]
         nll_sum = -(token_logprobs * mask).sum()
-        return nll_sum / global_valid_tokens, {"nll_sum": float(nll_sum.detach()), "targets": float(mask.sum())}
+        return nll_sum / counts.tokens, {"nll_sum": float(nll_sum.detach()), "targets": float(mask.sum())}
 
 
 def full_gradients(model: torch.nn.Module) -> dict[str, torch.Tensor]:

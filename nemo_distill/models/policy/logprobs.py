@@ -1,0 +1,90 @@
+"""Log-probs of given tokens from logits, chunked so no full fp32 ``[B, T, V]`` is ever held.
+
+Two layouts exist in the library (see :mod:`nemo_distill.data.batch`): logits rows (row ``t``
+predicts token ``t + 1``) and tokens (entry ``t`` belongs to ``input_ids[:, t]``). Every loss and
+``get_logprobs`` go through :func:`token_logprobs`, which returns the TOKEN layout, so no caller
+re-derives the shift: entry ``[b, t]`` is ``log p(input_ids[b, t] | input_ids[b, :t])``.
+
+Memory: each chunk of ``chunk_size`` rows is upcast to fp32 on its own and, when gradients are
+needed, recomputed in backward instead of keeping its fp32 ``[B, chunk, V]`` intermediates.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterator
+
+import torch
+from torch.utils.checkpoint import checkpoint
+
+# Default chunk: the most rows whose fp32 [B, rows, V] slice stays under 2**26 elements (256 MiB).
+DEFAULT_CHUNK_ELEMENTS = 2**26
+
+
+def compute_dtype(tensor: torch.Tensor) -> torch.dtype:
+    """fp32 for half-precision inputs; float64 stays float64 (gradcheck relies on it)."""
+    return torch.promote_types(tensor.dtype, torch.float32)
+
+
+def row_chunks(batch_size: int, seq_len: int, vocab_size: int, chunk_size: int | None) -> Iterator[slice]:
+    """Slices of at most ``chunk_size`` rows (default: keep fp32 ``[B, rows, V]`` under 2**26 elements)."""
+    if chunk_size is not None and chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1 or None, got {chunk_size}")
+    rows = chunk_size or max(1, DEFAULT_CHUNK_ELEMENTS // max(1, batch_size * vocab_size))
+    for start in range(0, seq_len, rows):
+        yield slice(start, min(start + rows, seq_len))
+
+
+def maybe_recompute(function: Callable[..., torch.Tensor], *inputs: torch.Tensor) -> torch.Tensor:
+    """Run ``function(*inputs)``; when autograd will need its intermediates, recompute them in
+    backward instead of storing them (the fp32 ``[B, chunk, V]`` tensors are the big ones)."""
+    if torch.is_grad_enabled() and any(x.requires_grad for x in inputs):
+        return checkpoint(function, *inputs, use_reentrant=False)
+    return function(*inputs)
+
+
+def _selected_rows(logits: torch.Tensor, token_ids: torch.Tensor, temperature: float) -> torch.Tensor:
+    scaled = logits.to(compute_dtype(logits))
+    if temperature != 1.0:
+        scaled = scaled / temperature
+    picked = torch.gather(scaled, -1, token_ids.unsqueeze(-1)).squeeze(-1)
+    return picked - torch.logsumexp(scaled, dim=-1)
+
+
+def selected_token_logprobs(
+    logits: torch.Tensor, token_ids: torch.Tensor, chunk_size: int | None = None, *, temperature: float = 1.0
+) -> torch.Tensor:
+    """``[B, T]`` log-probs ``log_softmax(logits / temperature)[b, t, token_ids[b, t]]`` (fp32 or float64).
+
+    ``logits`` ``[B, T, V]`` raw logits; ``token_ids`` ``[B, T]`` int ids. Row ``t`` of ``logits``
+    scores ``token_ids[:, t]``: the caller has already shifted. Prefer :func:`token_logprobs`.
+    """
+    if logits.shape[:2] != token_ids.shape:
+        raise ValueError(f"logits {tuple(logits.shape)} and token_ids {tuple(token_ids.shape)} must share [B, T]")
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    token_ids = token_ids.long()
+    batch_size, seq_len, vocab_size = logits.shape
+    pieces = [
+        maybe_recompute(lambda lg, ids: _selected_rows(lg, ids, temperature), logits[:, rows], token_ids[:, rows])
+        for rows in row_chunks(batch_size, seq_len, vocab_size, chunk_size)
+    ]
+    if not pieces:
+        return logits.new_zeros((batch_size, 0), dtype=compute_dtype(logits))
+    return torch.cat(pieces, dim=1)
+
+
+def token_logprobs(
+    logits: torch.Tensor, input_ids: torch.Tensor, chunk_size: int | None = None, *, temperature: float = 1.0
+) -> torch.Tensor:
+    """Token-layout log-probs ``[B, T]``: entry ``t`` is ``log p(input_ids[:, t] | input_ids[:, :t])``.
+
+    Args:
+        logits: ``[B, T, V]`` raw logits in the logits layout (row ``t`` predicts token ``t + 1``).
+        input_ids: ``[B, T]`` the tokens being scored.
+        temperature: the logits are divided by it first (the sampling temperature, so the scores
+            are those of the distribution the tokens were drawn from).
+
+    Entry 0 has no prediction and is 0; padding entries hold meaningless values: mask them.
+    """
+    scores = selected_token_logprobs(logits[:, :-1], input_ids[:, 1:], chunk_size, temperature=temperature)
+    return torch.nn.functional.pad(scores, (1, 0))
