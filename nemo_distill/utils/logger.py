@@ -2,6 +2,11 @@
 
 ``metrics.jsonl`` is append-only, one ``{"step": N, ...}`` object per line, flushed per step, so a
 crash loses at most the step in flight. Runs go to ``log_dir/exp_NNN`` (next free number).
+
+A run that resumes at step N in the same directory passes ``resume_from_step=N``: rows with
+``step >= N`` (written after the checkpoint it resumes from, by the process that died) are
+dropped from ``metrics.jsonl`` by an atomic rewrite, and TensorBoard purges its events from step N,
+so every step appears once.
 """
 
 from __future__ import annotations
@@ -81,11 +86,14 @@ def format_step_line(step: int, metrics: dict[str, float]) -> str:
 class Logger:
     """Fans metrics out to every enabled sink; see module docstring."""
 
-    def __init__(self, cfg: LoggerConfig, run_dir: Path):
+    def __init__(self, cfg: LoggerConfig, run_dir: Path, *, resume_from_step: int | None = None):
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.resume_from_step = resume_from_step
         metrics_path = self.run_dir / "metrics.jsonl"
+        if resume_from_step is not None and metrics_path.is_file():
+            drop_metrics_from_step(metrics_path, resume_from_step)
         torn_tail = metrics_path.is_file() and metrics_path.stat().st_size > 0 and not metrics_path.read_bytes().endswith(b"\n")
         self._metrics_file = open(metrics_path, "a")
         if torn_tail:  # a previous process died mid-line: end that fragment so new rows stay parseable
@@ -107,7 +115,8 @@ class Logger:
         if self._tensorboard is None and self.cfg.tensorboard_enabled:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._tensorboard = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))
+            # purge_step: TensorBoard hides this run's earlier events at steps >= N (a resume)
+            self._tensorboard = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"), purge_step=self.resume_from_step)
         return self._tensorboard
 
     def log_metrics(self, metrics: dict[str, Any], step: int) -> None:
@@ -167,6 +176,40 @@ def _as_float(value: Any) -> float | None:
     if isinstance(result, bool) or not isinstance(result, (int, float)):
         return None
     return float(result)
+
+
+def drop_metrics_from_step(path: Path, first_dropped_step: int) -> int:
+    """Rewrite ``metrics.jsonl`` at ``path`` without rows whose ``step >= first_dropped_step``.
+
+    Used when a run resumes at ``first_dropped_step`` from a checkpoint: those rows came from the
+    process that died and are about to be logged again. Torn (non-JSON) lines are dropped too.
+    The new file is written aside, fsynced and renamed over the old one, so a crash during the
+    rewrite leaves either the old file or the new one. Returns the number of lines dropped.
+    """
+    path = Path(path)
+    kept, dropped = [], 0
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            dropped += 1
+            continue
+        step = row.get("step") if isinstance(row, dict) else None
+        if isinstance(step, (int, float)) and step >= first_dropped_step:
+            dropped += 1
+            continue
+        kept.append(line)
+    partial = path.with_name(path.name + ".partial")
+    with open(partial, "w") as handle:
+        handle.write("".join(line + "\n" for line in kept))
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(partial, path)
+    if dropped:
+        log.info("%s: dropped %d row(s) from step %d on (superseded by the resumed run)", path, dropped, first_dropped_step)
+    return dropped
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, float]]:

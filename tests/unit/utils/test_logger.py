@@ -12,6 +12,7 @@ import torch
 from nemo_distill.utils.logger import (
     Logger,
     LoggerConfig,
+    drop_metrics_from_step,
     format_step_line,
     read_metrics,
     resolve_experiment_dir,
@@ -158,3 +159,36 @@ def test_wandb_goes_offline_without_an_api_key(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_API_KEY", "dummy")
     Logger(_quiet(wandb_enabled=True), tmp_path / "online").close()
     assert calls[-2][1]["mode"] == "online"
+
+
+def test_resume_drops_rows_of_steps_that_will_be_logged_again(tmp_path):
+    # A run logged steps 1..4, was killed with -9 mid-line in step 5, and resumes from its step-2 checkpoint.
+    logger = Logger(_quiet(), tmp_path)
+    for step in range(1, 5):
+        logger.log_metrics({"train/loss": float(step)}, step=step)
+    logger.close()
+    with open(tmp_path / "metrics.jsonl", "a") as handle:
+        handle.write('{"step": 5, "train/lo')
+    resumed = Logger(_quiet(), tmp_path, resume_from_step=3)
+    assert [row["step"] for row in read_metrics(tmp_path)] == [1, 2]
+    for step in (3, 4):
+        resumed.log_metrics({"train/loss": 10.0 * step}, step=step)
+    resumed.close()
+    rows = read_metrics(tmp_path)
+    assert [(row["step"], row["train/loss"]) for row in rows] == [(1, 1.0), (2, 2.0), (3, 30.0), (4, 40.0)]
+    assert not (tmp_path / "metrics.jsonl.partial").exists()
+
+
+def test_drop_metrics_from_step_counts_what_it_dropped(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1}\n{"step": 2}\nnot json\n{"step": 3}\n\n{"step": 2}\n')
+    assert drop_metrics_from_step(path, 2) == 4
+    assert path.read_text() == '{"step": 1}\n'
+    assert drop_metrics_from_step(path, 1) == 1 and path.read_text() == ""
+
+
+def test_resume_without_a_metrics_file_starts_one(tmp_path):
+    logger = Logger(_quiet(), tmp_path, resume_from_step=7)
+    logger.log_metrics({"train/loss": 1.0}, step=7)
+    logger.close()
+    assert read_metrics(tmp_path) == [{"step": 7, "train/loss": 1.0}]
