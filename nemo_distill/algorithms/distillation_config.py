@@ -17,6 +17,7 @@ from nemo_distill.algorithms.context_distillation_utils import validate_teacher_
 from nemo_distill.config import ConfigError
 from nemo_distill.data.datasets import DataConfig, resolve_repo_path
 from nemo_distill.distributed.config import ClusterConfig
+from nemo_distill.environments.config import EnvConfig, MathEnvConfig  # noqa: F401 (MathEnvConfig: re-exported)
 from nemo_distill.models.generation.config import GenerationConfig
 from nemo_distill.models.policy.config import PolicyConfig, TeacherConfig
 from nemo_distill.utils.checkpoint import CheckpointingConfig
@@ -86,18 +87,6 @@ class DistillationConfig:
     seed: int = 42
     num_train_samples_to_save: int = field(default=8, metadata={"ge": 0})  # rows of train_data_step{N}.jsonl
     context_distillation: ContextDistillationConfig = field(default_factory=ContextDistillationConfig)
-
-
-@dataclass
-class MathEnvConfig:
-    use_math_verify: bool = True  # symbolic equivalence via math-verify after exact/numeric matching
-
-
-@dataclass
-class EnvConfig:
-    """``env``: the verifier that scores rollouts (for metrics and validation in distillation)."""
-
-    math: MathEnvConfig = field(default_factory=MathEnvConfig)
 
 
 @dataclass

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import random
 
-from nemo_distill.data.datasets import ProblemRecord
+from nemo_distill.data.records import ProblemRecord
 
 _NAMES = ["Ava", "Ben", "Chloe", "Dev", "Emma", "Farid", "Grace", "Hugo", "Ines", "Jonas", "Kira", "Liam"]
 _ITEMS = ["apples", "marbles", "books", "stickers", "pencils", "shells", "coins", "cards"]

@@ -1,8 +1,10 @@
-"""Problem datasets: local JSONL / parquet, HF ``save_to_disk`` folders, or the built-in task.
+"""Problem datasets: local JSONL / parquet, HF ``save_to_disk`` folders, or a built-in task.
 
 Config (``data:``): ``default`` names the source and prompt files; ``train`` / ``validation``
 override any of its keys (``null`` inherits), matching the runbook's ``data.default.prompt_file``,
 ``data.train.prompt_file``, ``data.validation.prompt_file``, ``data.default.system_prompt_file``.
+A ``dataset`` that names a built-in task (``data/tasks.py``: arithmetic, sokoban) generates its
+problems, with knobs from ``task_args``.
 """
 
 from __future__ import annotations
@@ -10,33 +12,30 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any
+
+from nemo_distill.data import tasks
+from nemo_distill.data.records import ProblemRecord
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-BUILTIN_DATASETS = ("arithmetic",)
 DEFAULT_NUM_SAMPLES = {"train": 512, "validation": 64}
 
 
 @dataclass
-class ProblemRecord:
-    problem: str  # the raw problem text (what {} in a prompt file and {problem} in a teacher template receive)
-    answer: str | None  # gold answer; None for unlabelled data
-    record_id: str  # "<source>-<split>-<row>" for tracing samples back
-
-
-@dataclass
 class DataSourceConfig:
-    dataset: str = "arithmetic"  # built-in 'arithmetic', or a .jsonl / .parquet file or a save_to_disk folder
+    dataset: str = "arithmetic"  # a built-in task (data/tasks.py: arithmetic, sokoban), or a .jsonl / .parquet file or a save_to_disk folder
     split: str | None = None  # split of a DatasetDict on disk (None: the split being loaded)
     problem_key: str = "problem"  # column holding the problem text
     answer_key: str = "answer"  # column holding the gold answer
     prompt_file: str | None = None  # format string with one {} for the problem
     system_prompt_file: str | None = None  # text file with a system prompt, or null
     num_samples: int | None = None  # cap (built-in task: how many to generate; default 512 train / 64 validation)
+    task_args: dict[str, Any] = field(default_factory=dict)  # built-in task knobs, e.g. {board_size: 6, num_boxes: 1}
 
     def __post_init__(self) -> None:
         _check_num_samples(self.num_samples)
         if not self.dataset:
-            raise ValueError(f"dataset must be '{BUILTIN_DATASETS[0]}' or a path to a .jsonl / .parquet file or save_to_disk folder, got ''")
+            raise ValueError(f"dataset must be a built-in task {tasks.task_names()} or a path to a .jsonl / .parquet file or save_to_disk folder, got ''")
 
 
 @dataclass
@@ -50,6 +49,7 @@ class DataSourceOverrides:
     prompt_file: str | None = None
     system_prompt_file: str | None = None
     num_samples: int | None = None
+    task_args: dict[str, Any] | None = None  # merged knob by knob over data.default.task_args
 
     def __post_init__(self) -> None:
         _check_num_samples(self.num_samples)
@@ -67,6 +67,13 @@ class DataConfig:
     def __post_init__(self) -> None:
         if self.max_input_seq_length < 1:
             raise ValueError(f"max_input_seq_length must be >= 1 token, got {self.max_input_seq_length}")
+        for split, overrides in (("train", self.train), ("validation", self.validation)):
+            source = resolve_source(self.default, overrides)
+            for knob in source.task_args:  # an unknown knob fails at validation, before any worker starts
+                where = split if overrides.task_args and knob in overrides.task_args else "default"
+                problem = tasks.task_args_problem(source.dataset, {knob: source.task_args[knob]}, key_path=f"data.{where}.task_args")
+                if problem is not None:
+                    raise ValueError(" ".join(problem))
 
 
 def _check_num_samples(num_samples: int | None) -> None:
@@ -77,6 +84,8 @@ def _check_num_samples(num_samples: int | None) -> None:
 def resolve_source(default: DataSourceConfig, overrides: DataSourceOverrides) -> DataSourceConfig:
     """``default`` with every non-None field of ``overrides`` applied."""
     changes = {f.name: getattr(overrides, f.name) for f in fields(overrides) if getattr(overrides, f.name) is not None}
+    if overrides.task_args is not None:
+        changes["task_args"] = {**default.task_args, **overrides.task_args}
     return replace(default, **changes)
 
 
@@ -125,16 +134,15 @@ def load_problems(source: DataSourceConfig, *, split: str, seed: int) -> list[Pr
     ``seed`` drives the built-in generator only; files keep their row order (the dataloader
     shuffles). Errors name the file, the 1-based row and the missing key.
     """
-    if source.dataset in BUILTIN_DATASETS:
-        from nemo_distill.data.arithmetic import generate_arithmetic_problems
-
+    if tasks.is_task(source.dataset):
         count = source.num_samples or DEFAULT_NUM_SAMPLES.get(split, 64)
-        return generate_arithmetic_problems(count, split=source.split or split, seed=seed)
+        return tasks.generate_task(source.dataset, count, split=source.split or split, seed=seed,
+                                   task_args=source.task_args, key_path=f"data.{split}.task_args")
     path = resolve_repo_path(source.dataset)
     if not path.exists():
         raise FileNotFoundError(
             f"data.{split}.dataset (or data.default.dataset) is '{source.dataset}', which does not exist "
-            f"(looked in {Path.cwd()} and {REPO_ROOT}); use '{BUILTIN_DATASETS[0]}' or a .jsonl / .parquet file "
+            f"(looked in {Path.cwd()} and {REPO_ROOT}); use a built-in task {tasks.task_names()} or a .jsonl / .parquet file "
             "or a save_to_disk folder"
         )
     records = []

@@ -28,6 +28,8 @@ import math
 import re
 import threading
 
+from nemo_distill.environments.registry import EnvironmentResult
+
 log = logging.getLogger(__name__)
 
 # A number as written in a response: optional sign and "$", thousands separators only in groups
@@ -213,3 +215,11 @@ class MathEnvironment:
         if len(responses) != len(gold_answers):
             raise ValueError(f"{len(responses)} responses but {len(gold_answers)} gold answers; they must pair up one to one")
         return [math_reward(r, g, use_math_verify=self.use_math_verify) for r, g in zip(responses, gold_answers)]
+
+    def evaluate(self, responses: list[str], gold_answers: list[str | None]) -> EnvironmentResult:
+        """Rewards as :meth:`score`, plus ``math/accuracy`` (mean reward) and ``math/no_answer_rate``
+        (fraction of responses from which no answer could be extracted)."""
+        rewards = self.score(responses, gold_answers)
+        count = max(len(responses), 1)
+        no_answer = sum(extract_answer(response) is None for response in responses)
+        return EnvironmentResult(rewards=rewards, metrics={"math/accuracy": sum(rewards) / count, "math/no_answer_rate": no_answer / count})
