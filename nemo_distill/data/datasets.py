@@ -10,8 +10,14 @@ problems, with knobs from ``task_args``.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any, Iterator, Literal
+
+from nemo_distill.config.errors import DataError
+
+log = logging.getLogger(__name__)
 from typing import Any
 
 from nemo_distill.data import tasks
@@ -63,6 +69,10 @@ class DataConfig:
     default: DataSourceConfig = field(default_factory=DataSourceConfig)  # shared by both splits
     train: DataSourceOverrides = field(default_factory=DataSourceOverrides)  # train-only changes to default
     validation: DataSourceOverrides = field(default_factory=DataSourceOverrides)  # validation-only changes
+    # a malformed data row (not JSON / not UTF-8, no problem text, a list or number where the text
+    # belongs, a whitespace-only problem): stop with an error naming file, line and key, or skip it
+    # and count it (logged as data/skipped_rows)
+    on_bad_row: Literal["skip", "error"] = "error"
 
     def __post_init__(self) -> None:
         if self.max_input_seq_length < 1:
@@ -101,38 +111,92 @@ def resolve_repo_path(path: str) -> Path:
     return REPO_ROOT / candidate
 
 
-def _rows_from_file(path: Path, split: str) -> list[dict]:
-    """Raw rows of a JSONL / parquet file or a save_to_disk folder (``split`` picks from a DatasetDict)."""
+class LoadedProblems(list):
+    """The :class:`ProblemRecord` list of one file, plus how many malformed rows were skipped."""
+
+    def __init__(self, records: list = (), *, skipped_rows: int = 0):
+        super().__init__(records)
+        self.skipped_rows = skipped_rows  # rows dropped under data.on_bad_row=skip (log as data/skipped_rows)
+
+
+class _BadRow(Exception):
+    """One malformed row; ``load_problems`` raises it as a DataError or counts it."""
+
+
+def _jsonl_rows(path: Path) -> Iterator[tuple[str, Any]]:
+    """``("line N", row or _BadRow)`` for every non-blank line, N 1-based, decoded one line at a time."""
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            where = f"line {number}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                yield where, _BadRow(f"is not valid UTF-8 (byte {err.start} of the line: {raw[err.start:err.start + 1]!r})")
+                continue
+            if not line.strip():
+                continue
+            try:
+                yield where, json.loads(line)
+            except json.JSONDecodeError as err:
+                yield where, _BadRow(f"is not valid JSON: {err}")
+
+
+def _rows_from_file(path: Path, split: str) -> Iterator[tuple[str, Any]]:
+    """``(where, raw row)`` of a JSONL / parquet file or a save_to_disk folder (``split`` picks from a DatasetDict).
+
+    ``where`` is ``"line N"`` for JSONL and ``"row N"`` otherwise (1-based); a row that could not
+    even be decoded comes as a :class:`_BadRow`.
+    """
     if path.is_dir():
         from datasets import DatasetDict, load_from_disk
 
         data = load_from_disk(str(path))
         if isinstance(data, DatasetDict):
             if split not in data:
-                raise ValueError(f"dataset folder {path} has splits {list(data)}, not '{split}' (set data.<split>.split)")
+                raise DataError(f"dataset folder {path} has splits {list(data)}, not '{split}' (set data.<split>.split)")
             data = data[split]
-        return [dict(row) for row in data]
+        return ((f"row {number}", dict(row)) for number, row in enumerate(data, start=1))
     if path.suffix == ".jsonl":
-        rows = []
-        for number, line in enumerate(path.read_text().splitlines(), start=1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as err:
-                    raise ValueError(f"{path}: line {number} is not valid JSON: {err}") from err
-        return rows
+        return _jsonl_rows(path)
     if path.suffix == ".parquet":
         import pyarrow.parquet as pq
 
-        return pq.read_table(path).to_pylist()
-    raise ValueError(f"dataset {path}: unsupported format (use .jsonl, .parquet, a save_to_disk folder, or 'arithmetic')")
+        return ((f"row {number}", row) for number, row in enumerate(pq.read_table(path).to_pylist(), start=1))
+    raise DataError(f"dataset {path}: unsupported format (use .jsonl, .parquet, a save_to_disk folder, or 'arithmetic')")
 
 
-def load_problems(source: DataSourceConfig, *, split: str, seed: int) -> list[ProblemRecord]:
+def _problem_and_answer(row: Any, source: DataSourceConfig, split: str) -> tuple[str, str | None]:
+    """The problem text and the gold answer of one raw row, or :class:`_BadRow` saying what is wrong."""
+    key, answer_key = source.problem_key, source.answer_key
+    if isinstance(row, _BadRow):
+        raise row
+    if not isinstance(row, dict):
+        raise _BadRow(f"is a {type(row).__name__}, expected an object with a '{key}' key")
+    if key not in row:
+        raise _BadRow(f"has no key '{key}' (data.{split}.problem_key / data.default.problem_key); the row has keys {sorted(row)}")
+    problem = row[key]
+    if problem is None or problem == "":
+        raise _BadRow(f"has an empty '{key}'")
+    if not isinstance(problem, str):  # str() would turn ['a', 'b'] or 3 into a prompt
+        raise _BadRow(f"has a {type(problem).__name__} under '{key}' ({problem!r:.60}), expected text")
+    if not problem.strip():
+        raise _BadRow(f"has only whitespace under '{key}'")
+    answer = row.get(answer_key)
+    if answer is not None and (isinstance(answer, bool) or not isinstance(answer, (str, int, float))):
+        raise _BadRow(f"has a {type(answer).__name__} under '{answer_key}' ({answer!r:.60}), expected text or a number")
+    return problem, None if answer is None else str(answer)
+
+
+def load_problems(
+    source: DataSourceConfig, *, split: str, seed: int, on_bad_row: Literal["skip", "error"] = "error"
+) -> list[ProblemRecord]:
     """The problems of one split (``"train"`` or ``"validation"``), at most ``source.num_samples``.
 
     ``seed`` drives the built-in generator only; files keep their row order (the dataloader
-    shuffles). Errors name the file, the 1-based row and the missing key.
+    shuffles). A file gives a :class:`LoadedProblems` (a list) whose ``skipped_rows`` counts the
+    malformed rows skipped under ``on_bad_row="skip"``; with ``"error"`` the first one raises a
+    :class:`DataError` naming the file, the 1-based line (JSONL) or row, and the key. A file with
+    no usable row is a :class:`DataError` naming it.
     """
     if tasks.is_task(source.dataset):
         count = source.num_samples or DEFAULT_NUM_SAMPLES.get(split, 64)
@@ -145,20 +209,22 @@ def load_problems(source: DataSourceConfig, *, split: str, seed: int) -> list[Pr
             f"(looked in {Path.cwd()} and {REPO_ROOT}); use a built-in task {tasks.task_names()} or a .jsonl / .parquet file "
             "or a save_to_disk folder"
         )
-    records = []
-    for number, row in enumerate(_rows_from_file(path, source.split or split), start=1):
-        if not isinstance(row, dict):
-            raise ValueError(f"{path}: row {number} is a {type(row).__name__}, expected an object with a '{source.problem_key}' key")
-        if source.problem_key not in row:
-            raise ValueError(
-                f"{path}: row {number} has no key '{source.problem_key}' (data.{split}.problem_key / "
-                f"data.default.problem_key); the row has keys {sorted(row)}"
-            )
-        if row[source.problem_key] in (None, ""):
-            raise ValueError(f"{path}: row {number} has an empty '{source.problem_key}'")
-        answer = row.get(source.answer_key)
-        records.append(ProblemRecord(problem=str(row[source.problem_key]), answer=None if answer is None else str(answer),
-                                     record_id=f"{path.stem}-{split}-{number}"))
+    records = LoadedProblems()
+    seen = 0
+    for number, (where, row) in enumerate(_rows_from_file(path, source.split or split), start=1):
+        seen = number
+        try:
+            problem, answer = _problem_and_answer(row, source, split)
+        except _BadRow as bad:
+            if on_bad_row == "error":
+                raise DataError(f"{path}: {where} {bad} (set data.on_bad_row=skip to skip such rows)") from None
+            log.warning("%s: %s %s; skipped (data.on_bad_row=skip)", path, where, bad)
+            records.skipped_rows += 1
+            continue
+        records.append(ProblemRecord(problem=problem, answer=answer, record_id=f"{path.stem}-{split}-{number}"))
         if source.num_samples is not None and len(records) >= source.num_samples:
             break
+    if not records:
+        detail = "has no rows" if seen == 0 else f"has no usable rows (all {seen} skipped as malformed)"
+        raise DataError(f"{path} (data.{split}.dataset) {detail}")
     return records

@@ -7,11 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from nemo_distill.config.errors import DataError, UserError
 from nemo_distill.data.datasets import (
     REPO_ROOT,
     DataConfig,
     DataSourceConfig,
     DataSourceOverrides,
+    LoadedProblems,
     ProblemRecord,
     load_problems,
     resolve_repo_path,
@@ -147,7 +149,7 @@ def test_row_without_problem_key_names_file_row_key_and_row_keys(tmp_path):
     with pytest.raises(ValueError) as err:
         load_problems(DataSourceConfig(dataset=str(path)), split="train", seed=0)
     message = str(err.value)
-    assert str(path) in message and "row 2" in message and "'problem'" in message and "['answer', 'question']" in message
+    assert str(path) in message and "line 2" in message and "'problem'" in message and "['answer', 'question']" in message
 
 
 def test_invalid_json_and_unsupported_format(tmp_path):
@@ -163,7 +165,7 @@ def test_invalid_json_and_unsupported_format(tmp_path):
 
 def test_empty_problem_is_rejected(tmp_path):
     path = _write_jsonl(tmp_path / "empty.jsonl", [{"problem": ""}])
-    with pytest.raises(ValueError, match="row 1 has an empty 'problem'"):
+    with pytest.raises(ValueError, match="line 1 has an empty 'problem'"):
         load_problems(DataSourceConfig(dataset=str(path)), split="train", seed=0)
 
 
@@ -175,3 +177,79 @@ def test_resolve_repo_path_prefers_cwd_then_repo_root(tmp_path, monkeypatch):
     local.mkdir(parents=True)
     (local / "cot.txt").write_text("mine {}")
     assert resolve_repo_path("examples/prompts/cot.txt").resolve() == (local / "cot.txt").resolve()
+
+
+# -- malformed rows: named (file, 1-based line or row, key) or skipped and counted ---------------
+
+BAD_ROWS = [
+    ({"problem": ["a", "b"]}, r"line 2 has a list under 'problem' \(\['a', 'b'\]\), expected text"),
+    ({"problem": 3}, r"line 2 has a int under 'problem' \(3\), expected text"),
+    ({"problem": {"text": "x"}}, r"line 2 has a dict under 'problem'"),
+    ({"problem": " \n\t "}, r"line 2 has only whitespace under 'problem'"),
+    ({"problem": None}, r"line 2 has an empty 'problem'"),
+    ({"problem": "q", "answer": [1, 2]}, r"line 2 has a list under 'answer'"),
+    ({"question": "q"}, r"line 2 has no key 'problem'"),
+    (["problem", "q"], r"line 2 is a list, expected an object"),
+]
+
+
+@pytest.mark.parametrize("bad, message", BAD_ROWS)
+def test_malformed_row_is_an_error_naming_file_line_and_key(tmp_path, bad, message):
+    path = _write_jsonl(tmp_path / "rows.jsonl", [{"problem": "fine"}, bad, {"problem": "also fine"}])
+    with pytest.raises(DataError, match=message) as err:
+        load_problems(DataSourceConfig(dataset=str(path)), split="train", seed=0)
+    assert str(err.value).startswith(f"{path}: line 2 ") and "data.on_bad_row=skip" in str(err.value)
+    assert isinstance(err.value, UserError)
+
+
+@pytest.mark.parametrize("bad, message", BAD_ROWS)
+def test_malformed_row_is_skipped_and_counted_with_skip(tmp_path, caplog, bad, message):
+    path = _write_jsonl(tmp_path / "rows.jsonl", [{"problem": "fine"}, bad, {"problem": "also fine"}])
+    records = load_problems(DataSourceConfig(dataset=str(path)), split="train", seed=0, on_bad_row="skip")
+    assert isinstance(records, LoadedProblems) and records.skipped_rows == 1
+    assert records == [ProblemRecord("fine", None, "rows-train-1"), ProblemRecord("also fine", None, "rows-train-3")]
+    assert "line 2" in caplog.text and "skipped" in caplog.text
+
+
+def test_invalid_utf8_names_file_and_line_and_can_be_skipped(tmp_path):
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes(b'{"problem": "ok"}\n{"problem": "caf\xe9"}\n{"problem": "ok too"}\n')
+    with pytest.raises(DataError, match=rf"{path}: line 2 is not valid UTF-8 \(byte 16 of the line: b'\\xe9'\)"):
+        load_problems(DataSourceConfig(dataset=str(path)), split="train", seed=0)
+    records = load_problems(DataSourceConfig(dataset=str(path)), split="train", seed=0, on_bad_row="skip")
+    assert [r.problem for r in records] == ["ok", "ok too"] and records.skipped_rows == 1
+
+
+def test_invalid_json_line_is_skipped_and_counted_with_skip(tmp_path):
+    path = tmp_path / "broken.jsonl"
+    path.write_text('{"problem": "a"}\n{not json\n\n{"problem": "b"}\n')
+    records = load_problems(DataSourceConfig(dataset=str(path)), split="train", seed=0, on_bad_row="skip")
+    assert [r.problem for r in records] == ["a", "b"] and records.skipped_rows == 1
+
+
+def test_parquet_rows_are_checked_too(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "rows.parquet"
+    pq.write_table(pa.table({"problem": ["fine", "   "]}), path)
+    with pytest.raises(DataError, match=rf"{path}: row 2 has only whitespace under 'problem'"):
+        load_problems(DataSourceConfig(dataset=str(path)), split="train", seed=0)
+
+
+@pytest.mark.parametrize("content, detail", [("", "has no rows"), ("\n\n", "has no rows"),
+                                             ('{"problem": 1}\n', r"has no usable rows \(all 1 skipped as malformed\)")])
+def test_empty_file_is_named(tmp_path, content, detail):
+    path = tmp_path / "empty.jsonl"
+    path.write_text(content)
+    with pytest.raises(DataError, match=rf"{path} \(data.validation.dataset\) {detail}"):
+        load_problems(DataSourceConfig(dataset=str(path)), split="validation", seed=0, on_bad_row="skip")
+
+
+def test_on_bad_row_defaults_to_error_and_is_validated():
+    from nemo_distill.config import ConfigError, build_dataclass
+
+    assert DataConfig().on_bad_row == "error"
+    assert build_dataclass(DataConfig, {"on_bad_row": "skip"}, "data").on_bad_row == "skip"
+    with pytest.raises(ConfigError, match=r"data.on_bad_row.*choose one of \['skip', 'error'\]"):
+        build_dataclass(DataConfig, {"on_bad_row": "ignore"}, "data")
