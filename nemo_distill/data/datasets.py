@@ -16,12 +16,10 @@ from pathlib import Path
 from typing import Any, Iterator, Literal
 
 from nemo_distill.config.errors import DataError
-
-log = logging.getLogger(__name__)
-from typing import Any
-
 from nemo_distill.data import tasks
 from nemo_distill.data.records import ProblemRecord
+
+log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_NUM_SAMPLES = {"train": 512, "validation": 64}
