@@ -151,6 +151,15 @@ def extract_answer(text: str | None) -> str | None:
     return None
 
 
+def final_answer(gold: str) -> str | None:
+    """A gold answer reduced to what a prediction is compared with: a worked solution (one with
+    ``####`` or ``\\boxed{``, e.g. a GSM8K ``answer`` field) gives its extracted answer, anything
+    else its :func:`normalize_answer` form (``None`` when nothing is left)."""
+    if _GSM8K_MARKER in gold or "\\boxed{" in gold:
+        return extract_answer(gold)
+    return normalize_answer(gold) or None
+
+
 def _as_number(answer: str) -> float | None:
     """A plain decimal or a simple fraction ``a/b`` as a float; ``None`` otherwise."""
     if _PLAIN_DECIMAL.fullmatch(answer):

@@ -10,6 +10,7 @@ from nemo_distill.environments.math import (
     MathEnvironment,
     answers_match,
     extract_answer,
+    final_answer,
     math_reward,
     normalize_answer,
 )
@@ -206,3 +207,11 @@ def test_extracted_answers_match_gsm8k_gold():
     assert gold == "72"
     for response in ["48 + 24 = 72 clips.\n#### 72", "The answer is $72.", "\\boxed{72}", "so she sold 72 clips"]:
         assert answers_match(extract_answer(response), gold, use_math_verify=False)
+
+
+@pytest.mark.parametrize(
+    "gold,expected",
+    [("Natalia sold 24 clips.\n#### 72", "72"), ("\\boxed{\\frac{1}{2}}", "1/2"), (" 1,000 ", "1000"), ("$18.00", "18"), ("B", "B"), ("  ", None)],
+)
+def test_final_answer_reduces_gold(gold, expected):
+    assert final_answer(gold) == expected
