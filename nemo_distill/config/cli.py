@@ -36,10 +36,10 @@ def parse_command_line(argv: list[str] | None, schema: type[T], *, default_confi
     Errors in the YAML or the overrides raise :class:`~nemo_distill.config.ConfigError` before
     anything else starts.
     """
-    from nemo_distill.distributed.config import apply_gpu_id_flags
+    from nemo_distill.config.seed_flags import translate_seed_flags  # seed-framework flags -> overrides (docs/migration.md)
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    gpu_overrides, argv = apply_gpu_id_flags(argv)
+    gpu_overrides, argv = translate_seed_flags(argv)
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--config", default=default_config, help=f"YAML config (default: {default_config})")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")

@@ -24,8 +24,6 @@ from nemo_distill.config.errors import ConfigError
 
 Role = Literal["inference", "teacher", "trainer"]  # what a worker group does; each role has its own slots
 ROLES: tuple[str, ...] = ("inference", "teacher", "trainer")
-GPU_ID_FLAGS: dict[str, str] = {f"--{role}_gpu_ids": role for role in ROLES}
-INFERENCE_DP_FLAG = "--inference.parallel.dp"
 
 
 @dataclass
@@ -131,14 +129,6 @@ def parse_gpu_ids(text: str, *, key: str = "gpu ids") -> list[int]:
     return [int(part) for part in parts]
 
 
-_ID_TOKEN = re.compile(r"^\[?\d+(,\d+)*,?\]?$")
-
-
-def _normalise_flag(flag: str) -> str:
-    """``--inference-gpu-ids`` -> ``--inference_gpu_ids`` (both spellings are accepted)."""
-    return "--" + flag[2:].replace("-", "_") if flag.startswith("--") else flag
-
-
 def apply_gpu_id_flags(argv: list[str]) -> tuple[list[str], list[str]]:
     """Turn seed 001's placement flags into config overrides.
 
@@ -146,37 +136,9 @@ def apply_gpu_id_flags(argv: list[str]) -> tuple[list[str], list[str]]:
     ``--x_gpu_ids=0,1`` and ``--x-gpu-ids``) -> ``(["cluster.inference_gpu_ids=[0,1]", ...,
     "cluster.colocated=false"], rest_of_argv)``. ``--inference.parallel.dp N`` becomes
     ``cluster.inference_dp=N``, checked against the inference slots. Arguments that are not these
-    flags are returned untouched, in order.
+    flags are returned untouched, in order. These are the placement rows of the seed-flag table
+    (:data:`nemo_distill.config.seed_flags.SEED_FLAGS`); ``parse_command_line`` translates all of it.
     """
-    overrides: list[str] = []
-    rest: list[str] = []
-    index = 0
-    while index < len(argv):
-        token = argv[index]
-        flag, _, inline = token.partition("=")
-        if flag == INFERENCE_DP_FLAG:
-            value = inline or (argv[index + 1] if index + 1 < len(argv) else "")
-            if not value.isdigit():
-                raise ConfigError("cluster.inference_dp", f"{INFERENCE_DP_FLAG} needs a positive integer, got {value!r}")
-            overrides.append(f"cluster.inference_dp={int(value)}")
-            index += 1 if inline else 2
-            continue
-        role = GPU_ID_FLAGS.get(_normalise_flag(flag))
-        if role is None:
-            rest.append(token)
-            index += 1
-            continue
-        key = f"cluster.{role}_gpu_ids"
-        values = [inline] if inline else []
-        index += 1
-        if not inline:
-            while index < len(argv) and _ID_TOKEN.match(argv[index]):
-                values.append(argv[index])
-                index += 1
-        if not values:
-            raise ConfigError(key, f"flag {flag} needs slot ids, e.g. '{flag} 0,1' or '{flag} 0 1'")
-        ids = parse_gpu_ids(" ".join(values), key=key)
-        overrides.append(f"{key}=[{','.join(str(slot) for slot in ids)}]")
-    if overrides:
-        overrides.append("cluster.colocated=false")
-    return overrides, rest
+    from nemo_distill.config.seed_flags import PLACEMENT_ROWS, translate_seed_flags  # lazy: seed_flags imports this module
+
+    return translate_seed_flags(argv, rows=PLACEMENT_ROWS, unknown="keep")
