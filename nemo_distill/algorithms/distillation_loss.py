@@ -39,11 +39,25 @@ class TopkDistillationLoss:
 
     Normalised by the step's global valid-token count (all data-parallel ranks and
     micro-batches), so summing micro-batch gradients over ranks gives the per-token mean.
+
+    Temperature: ``temperature`` is the sampling temperature the teacher's top-k logits were
+    divided by (``get_topk_logits(..., temperature)``); the student's logits are divided by the
+    same value inside the chunked KL, so both distributions are those the rollouts were sampled
+    from, and a teacher identical to the student gives KL 0 at any temperature. Greedy sampling
+    (temperature 0) scores at 1.0: build this loss with ``temperature=cfg.policy.generation.temperature or 1.0``.
     """
 
     kl_type: str
     mixed_kl_weight: float = 0.5
     zero_outside_topk: bool = False
+    temperature: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not self.temperature > 0.0:
+            raise ValueError(
+                f"TopkDistillationLoss.temperature must be > 0, got {self.temperature}; "
+                "pass `policy.generation.temperature or 1.0` (greedy sampling scores at 1.0)"
+            )
 
     def __call__(self, logits: torch.Tensor, batch: TokenBatch, *, counts: StepCounts) -> tuple[torch.Tensor, dict[str, float]]:
         rows = prediction_row_mask(batch)
@@ -59,5 +73,6 @@ class TopkDistillationLoss:
             mixed_kl_weight=self.mixed_kl_weight,
             zero_outside_topk=self.zero_outside_topk,
             normalizer=counts.tokens,
+            student_temperature=self.temperature,
         )
         return loss, {"kl_token_sum": float(loss.detach()) * counts.tokens}

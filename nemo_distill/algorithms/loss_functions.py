@@ -65,7 +65,11 @@ def masked_token_mean(values: torch.Tensor, mask: torch.Tensor, normalizer: Norm
     return total / torch.where(count != 0, count, torch.ones_like(count))
 
 
-def _check_topk_inputs(student_logits, teacher_topk_logits, teacher_topk_indices, kl_type, mixed_kl_weight) -> None:
+def _check_topk_inputs(student_logits, teacher_topk_logits, teacher_topk_indices, kl_type, mixed_kl_weight, student_temperature) -> None:
+    if not student_temperature > 0.0:  # also rejects NaN
+        raise ValueError(
+            f"student_temperature must be > 0 (the sampling temperature; greedy sampling scores at 1.0), got {student_temperature}"
+        )
     if kl_type not in KL_TYPES:
         raise ValueError(f"kl_type={kl_type!r} is not supported; allowed values: {list(KL_TYPES)}")
     if not 0.0 <= mixed_kl_weight <= 1.0:
@@ -94,17 +98,25 @@ def _topk_kl_rows(
     kl_type: str,
     mixed_kl_weight: float,
     zero_outside_topk: bool,
+    student_temperature: float,
 ) -> torch.Tensor:
     """KL ``[B, c]`` for one chunk of rows (inputs ``[B, c, V]``, ``[B, c, K]``, ``[B, c, K]``)."""
     dtype = _compute_dtype(student_logits)
     teacher_logprobs = torch.log_softmax(teacher_topk_logits.to(dtype), dim=-1)  # q over K
     full_logprobs = None
     if zero_outside_topk:
-        full_logprobs = torch.log_softmax(student_logits.to(dtype), dim=-1)  # [B, c, V]
+        # The fp32 upcast makes a [B, c, V] copy anyway; dividing it scales only this chunk.
+        scaled = student_logits.to(dtype)
+        if student_temperature != 1.0:
+            scaled = scaled / student_temperature
+        full_logprobs = torch.log_softmax(scaled, dim=-1)  # [B, c, V]
         student_logprobs = torch.gather(full_logprobs, -1, teacher_topk_indices)  # not renormalised
     else:
-        # Gather before the upcast: exact, and only [B, c, K] is ever fp32.
-        student_logprobs = torch.log_softmax(torch.gather(student_logits, -1, teacher_topk_indices).to(dtype), dim=-1)
+        # Gather before the upcast and the division: exact, and only [B, c, K] is ever fp32.
+        picked = torch.gather(student_logits, -1, teacher_topk_indices).to(dtype)
+        if student_temperature != 1.0:
+            picked = picked / student_temperature
+        student_logprobs = torch.log_softmax(picked, dim=-1)
 
     forward_weight = {"forward": 1.0, "reverse": 0.0, "mixed": mixed_kl_weight}[kl_type]
     kl = torch.zeros(student_logprobs.shape[:-1], dtype=dtype, device=student_logits.device)
@@ -134,23 +146,31 @@ def topk_kl_per_token(
     mixed_kl_weight: float = 0.5,
     zero_outside_topk: bool = False,
     chunk_size: int | None = None,
+    student_temperature: float = 1.0,
 ) -> torch.Tensor:
     """Unreduced, unmasked KL per row, ``[B, T]`` (fp32, or float64 for float64 logits).
 
     Args:
-        student_logits: ``[B, T, V]`` raw student logits (any float dtype).
-        teacher_topk_logits: ``[B, T, K]`` raw teacher logits at its top-k ids, already divided by
-            the distillation temperature.
+        student_logits: ``[B, T, V]`` raw student logits (any float dtype), NOT divided by the
+            temperature: ``student_temperature`` does that, one chunk at a time.
+        teacher_topk_logits: ``[B, T, K]`` teacher logits at its top-k ids, already divided by
+            the distillation temperature (the teacher worker's ``get_topk_logits(..., temperature)``).
         teacher_topk_indices: ``[B, T, K]`` int64 global vocabulary ids of those logits.
         kl_type: ``"forward"``, ``"reverse"`` or ``"mixed"``.
         mixed_kl_weight: ``w``, the weight of the forward term in ``"mixed"``.
         zero_outside_topk: see below.
         chunk_size: rows per chunk; default keeps an fp32 ``[B, rows, V]`` under 2**26 elements.
+        student_temperature: ``T > 0``; the student's logits are divided by it per chunk (after
+            the gather at ``K`` when not ``zero_outside_topk``), so no scaled ``[B, T, V]`` copy
+            exists. It must be the temperature the teacher's logits were divided by: with the
+            teacher identical to the student the KL is then 0 at every ``T`` (NeMo-RL divides the
+            student's logits in its train step, TRL divides both sides).
 
     Conventions (NeMo-RL's ``DistillationLossFn``; GKD, Agarwal et al. 2024, for the KL directions):
 
     * ``q = log_softmax(teacher_topk_logits)``: the teacher renormalised over its top-k set ``K``.
-    * ``p``: the student's logits gathered at ``K`` and renormalised over ``K``; with
+    * ``p``: the student's logits divided by ``student_temperature``, gathered at ``K`` and
+      renormalised over ``K``; with
       ``zero_outside_topk`` instead the full-vocabulary log-softmax evaluated at ``K`` (not
       renormalised: the student is penalised for mass it puts outside ``K``).
     * forward ``= Σ_K q (log q − log p)``; reverse ``= Σ_K p (log p − log q)``, plus, with
@@ -160,12 +180,13 @@ def topk_kl_per_token(
     The tail counts once per row, as in NeMo-RL's current ``DistillationLossFn`` (checked against it
     to 4e-14 in all 12 kl_type x k cases).
     """
-    _check_topk_inputs(student_logits, teacher_topk_logits, teacher_topk_indices, kl_type, mixed_kl_weight)
+    _check_topk_inputs(student_logits, teacher_topk_logits, teacher_topk_indices, kl_type, mixed_kl_weight, student_temperature)
     teacher_topk_indices = teacher_topk_indices.long()
 
     def chunk_kl(logits: torch.Tensor, teacher_logits: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         return _topk_kl_rows(
-            logits, teacher_logits, indices, kl_type=kl_type, mixed_kl_weight=mixed_kl_weight, zero_outside_topk=zero_outside_topk
+            logits, teacher_logits, indices, kl_type=kl_type, mixed_kl_weight=mixed_kl_weight,
+            zero_outside_topk=zero_outside_topk, student_temperature=float(student_temperature),
         )
 
     batch_size, seq_len, vocab_size = student_logits.shape
@@ -190,10 +211,12 @@ def topk_kl_loss(
     zero_outside_topk: bool = False,
     normalizer: Normalizer = None,
     chunk_size: int | None = None,
+    student_temperature: float = 1.0,
 ) -> torch.Tensor:
-    """Scalar top-k distillation loss: :func:`topk_kl_per_token` (see there for the conventions)
-    times ``mask`` ``[B, T]``, summed, divided by ``normalizer`` (the global valid-token count) or,
-    without one, by ``mask.sum()``. Tensors must already be aligned row for row."""
+    """Scalar top-k distillation loss: :func:`topk_kl_per_token` (see there for the conventions,
+    ``student_temperature`` included) times ``mask`` ``[B, T]``, summed, divided by ``normalizer``
+    (the global valid-token count) or, without one, by ``mask.sum()``. Tensors must already be
+    aligned row for row."""
     per_token = topk_kl_per_token(
         student_logits,
         teacher_topk_logits,
@@ -202,6 +225,7 @@ def topk_kl_loss(
         mixed_kl_weight=mixed_kl_weight,
         zero_outside_topk=zero_outside_topk,
         chunk_size=chunk_size,
+        student_temperature=student_temperature,
     )
     return masked_token_mean(per_token, mask, normalizer)
 

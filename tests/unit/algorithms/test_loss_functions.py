@@ -244,6 +244,94 @@ def test_topk_kl_rejects_bad_kl_type_and_weight():
         topk_kl_loss(student[:, :-1], teacher_values, teacher_ids, mask, kl_type="forward")
 
 
+# ---------------------------------------------------------------- temperature on the student side
+ALL_KL_CASES = [(kl_type, zero) for kl_type in ("forward", "reverse", "mixed") for zero in (False, True)]
+
+
+def _self_distillation_case(temperature: float, *, k: int, vocab: int = 9, seed: int = 12):
+    """float64 student logits and the top-k of the SAME logits divided by ``temperature`` (what the
+    teacher worker returns for a teacher identical to the student)."""
+    gen = torch.Generator().manual_seed(seed)
+    student = torch.randn(2, 5, vocab, generator=gen, dtype=torch.float64) * 3
+    teacher_values, teacher_ids = torch.topk(student / temperature, k, dim=-1)
+    mask = torch.ones(2, 5, dtype=torch.float64)
+    mask[1, 3:] = 0
+    return student, teacher_values, teacher_ids, mask
+
+
+@pytest.mark.parametrize("temperature", [0.7, 1.6])
+@pytest.mark.parametrize("kl_type,zero", ALL_KL_CASES)
+def test_topk_kl_teacher_identical_to_student_is_zero_at_any_temperature(kl_type, zero, temperature):
+    # With zero_outside_topk the student is not renormalised over K, so it equals the teacher only
+    # when K covers the vocabulary; renormalised over K it equals it for any K.
+    vocab = 9
+    for k in ([vocab] if zero else [3, vocab]):
+        student, teacher_values, teacher_ids, mask = _self_distillation_case(temperature, k=k, vocab=vocab)
+        logits = student.clone().requires_grad_(True)
+        loss = topk_kl_loss(logits, teacher_values, teacher_ids, mask, kl_type=kl_type, mixed_kl_weight=0.3,
+                            zero_outside_topk=zero, chunk_size=2, student_temperature=temperature)
+        loss.backward()
+        assert loss.dtype == torch.float64
+        assert abs(loss.item()) < 1e-6, (k, loss.item())
+        assert logits.grad.abs().max().item() < 1e-6, (k, logits.grad.abs().max().item())
+        # The bug this guards against: the student left at T = 1 against a teacher at T != 1.
+        unscaled = topk_kl_loss(student, teacher_values, teacher_ids, mask, kl_type=kl_type, mixed_kl_weight=0.3, zero_outside_topk=zero)
+        assert unscaled.item() > 1e-3
+
+
+@pytest.mark.parametrize("kl_type,zero", ALL_KL_CASES)
+def test_topk_kl_student_temperature_matches_brute_force_on_scaled_logits(kl_type, zero):
+    student, teacher_values, teacher_ids, mask = _random_case(seed=13)
+    temperature = 0.7
+    loss = topk_kl_loss(student, teacher_values, teacher_ids, mask, kl_type=kl_type, mixed_kl_weight=0.3, zero_outside_topk=zero,
+                        student_temperature=temperature, chunk_size=2)
+    expected = _reference_loss(student.double() / temperature, teacher_values.double(), teacher_ids, mask, kl_type, 0.3, zero)
+    assert loss.item() == pytest.approx(expected, rel=1e-5, abs=1e-6)
+    per_token = topk_kl_per_token(student, teacher_values, teacher_ids, kl_type=kl_type, zero_outside_topk=zero,
+                                  student_temperature=temperature)
+    scaled_first = topk_kl_per_token(student / temperature, teacher_values, teacher_ids, kl_type=kl_type, zero_outside_topk=zero)
+    torch.testing.assert_close(per_token, scaled_first, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kl_type,zero", ALL_KL_CASES)
+def test_topk_kl_gradcheck_with_student_temperature(kl_type, zero):
+    student, teacher_values, teacher_ids, _ = _random_case(batch=2, seq=3, vocab=5, k=3, seed=14, dtype=torch.float64)
+    mask = torch.tensor([[1.0, 0.0, 1.0], [1.0, 1.0, 1.0]], dtype=torch.float64)
+    student.requires_grad_(True)
+
+    def loss_of(logits):
+        return topk_kl_loss(logits, teacher_values, teacher_ids, mask, kl_type=kl_type, mixed_kl_weight=0.4, zero_outside_topk=zero,
+                            chunk_size=2, student_temperature=0.6)
+
+    assert torch.autograd.gradcheck(loss_of, (student,), eps=1e-6, atol=1e-6, fast_mode=True)
+
+
+def test_topk_kl_student_temperature_builds_no_full_scaled_copy():
+    # Not zero_outside_topk: the division happens after the gather, so no [B, c, V] tensor other
+    # than the input is ever made, in forward or for backward.
+    batch, seq, vocab, k = 2, 16, 50, 4
+    student, teacher_values, teacher_ids, mask = _random_case(batch=batch, seq=seq, vocab=vocab, k=k, seed=15)
+    student.requires_grad_(True)
+    full_vocab = []
+
+    def pack(tensor):
+        if tensor.dim() == 3 and tensor.shape[-1] == vocab and tensor.untyped_storage().data_ptr() != student.untyped_storage().data_ptr():
+            full_vocab.append(tensor.numel())
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        loss = topk_kl_loss(student, teacher_values, teacher_ids, mask, kl_type="mixed", student_temperature=0.7, chunk_size=4)
+    loss.backward()
+    assert full_vocab == []
+
+
+@pytest.mark.parametrize("bad", [0.0, -0.5, float("nan")])
+def test_topk_kl_rejects_non_positive_student_temperature(bad):
+    student, teacher_values, teacher_ids, mask = _random_case()
+    with pytest.raises(ValueError, match="student_temperature must be > 0"):
+        topk_kl_loss(student, teacher_values, teacher_ids, mask, kl_type="forward", student_temperature=bad)
+
+
 def test_masked_token_mean_weights_and_empty_mask():
     values = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
     mask = torch.tensor([[1.0, 0.0, 1.0], [0.0, 0.0, 1.0]])
