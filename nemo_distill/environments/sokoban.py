@@ -15,9 +15,9 @@ to ``train``: the splits never share a board.
 
 Answers (:func:`parse_moves`): the LAST ``<answer>...</answer>`` block, else the first non-empty
 line after the LAST ``answer:`` (any case). Moves are separated by spaces, commas, semicolons,
-``->`` or ``|``; each is ``up``/``down``/``left``/``right`` (any case) or a run of the letters
-``U D L R`` (any case, so ``"UURDL"`` is five moves). Brackets and a trailing full stop are
-ignored. Anything else is a parse failure (reward 0, counted by reason in the metrics).
+``->``, ``\u2192`` or ``|``; each is ``up``/``down``/``left``/``right`` (any case) or a run of the letters
+``U D L R`` (any case, so ``"UURDL"`` is five moves). Brackets, quotes, ``*``, ``.`` and ``!``
+around a move are ignored. Anything else is a parse failure (reward 0, counted by reason in the metrics).
 
 Simulation (:func:`play`): a move into a wall, or into a box whose next cell is a wall or another
 box, leaves the player where it is (counted as blocked). The game ends as soon as every box is on a
@@ -170,36 +170,64 @@ def play(board: Board, moves: list[str]) -> PlayResult:
     return PlayResult(board.is_solved(), board.boxes_on_goal_fraction(), len(moves), blocked)
 
 
+def _live_cells(board: Board) -> frozenset[int]:
+    """Cells from which a lone box can still be pushed onto some goal (found by pulling boxes away
+    from the goals). A push onto any other cell can never be undone, so the solver skips it."""
+    floor = {cell for cell in range(board.width * board.height) if not board._blocked(cell)}
+    live, stack = set(board.goals), list(board.goals)
+    while stack:
+        box = stack.pop()
+        for delta in (-board.width, board.width, -1, 1):
+            # the box came from ``box - delta``, pushed by a player standing at ``box - 2 * delta``
+            origin, player = box - delta, box - 2 * delta
+            if origin in floor and player in floor and origin not in live:
+                live.add(origin)
+                stack.append(origin)
+    return frozenset(live)
+
+
 def solve(board: Board, *, max_states: int = DEFAULT_MAX_SOLVER_STATES) -> list[str] | None:
     """An optimal (fewest moves) solution found by breadth-first search over (player, boxes).
 
     Returns ``[]`` for a solved board, ``None`` when there is no solution or the search visits more
     than ``max_states`` states (then the board counts as too hard, not as proven unsolvable).
+    Pushes onto dead cells (see :func:`_live_cells`) are pruned; that never removes a solution.
     """
     if board.is_solved():
         return []
+    live = _live_cells(board)
+    deltas = [(move, board.offset(move)) for move in MOVE_LETTERS]
+    # Boards are walled all round in practice; the column check keeps L/R from wrapping rows otherwise.
+    width, size = board.width, board.width * board.height
     start = (board.player, board.boxes)
     parents: dict[tuple[int, frozenset[int]], tuple[tuple[int, frozenset[int]], str] | None] = {start: None}
-    queue = deque([board])
+    queue = deque([start])
     while queue:
-        current = queue.popleft()
-        for move in MOVE_LETTERS:
-            after = current.step(move)
-            if after is None:
+        state = queue.popleft()
+        player, boxes = state
+        for move, delta in deltas:
+            target = player + delta
+            if not 0 <= target < size or target in board.walls or (move in "LR" and target // width != player // width):
                 continue
-            key = (after.player, after.boxes)
+            if target in boxes:
+                behind = target + delta
+                if behind not in live or behind in boxes or (move in "LR" and behind // width != target // width):
+                    continue
+                key = (target, (boxes - {target}) | {behind})
+            else:
+                key = (target, boxes)
             if key in parents:
                 continue
-            parents[key] = ((current.player, current.boxes), move)
-            if after.is_solved():
+            parents[key] = (state, move)
+            if key[1] == board.goals:
                 path = []
                 while parents[key] is not None:
-                    key, move = parents[key]
-                    path.append(move)
+                    key, step = parents[key]
+                    path.append(step)
                 return path[::-1]
             if len(parents) > max_states:
                 return None
-            queue.append(after)
+            queue.append(key)
     return None
 
 
@@ -332,13 +360,13 @@ def extract_answer_block(text: str) -> str | None:
     """The text of the last ``<answer>`` block, else the first non-empty line after the last ``answer:``."""
     tags = _ANSWER_TAG.findall(text)
     if tags:
-        return tags[-1]
+        return tags[-1].strip()
     colons = list(_ANSWER_COLON.finditer(text))
     if not colons:
         return None
     for line in text[colons[-1].end():].split("\n"):
         if line.strip():
-            return line
+            return line.strip()
     return ""
 
 
@@ -350,7 +378,7 @@ def parse_moves(text: str) -> tuple[list[str] | None, str | None]:
         return None, "no_answer_block"
     moves: list[str] = []
     for token in _SEPARATORS.split(block):
-        token = token.strip("[](){}'\"`*").rstrip(".!").lower()
+        token = token.strip("[](){}'\"`*.!").lower()
         if not token:
             continue
         if token in _MOVE_WORDS:
