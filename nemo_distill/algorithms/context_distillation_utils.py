@@ -290,7 +290,8 @@ def summarize_context_inputs(inputs: list[ContextTeacherInput]) -> dict[str, flo
 
 
 def format_first_sample_debug(teacher_input: ContextTeacherInput, generation_text: str, tokenizer=None) -> str:
-    """A human-readable view of one sample (``--print-first-sample``): the student's generation,
+    """A human-readable view of one sample, printed once at the first step when
+    ``distillation.context_distillation.print_first_sample=true``: the student's generation,
     the trace, the teacher context, and the exact text the teacher scores (decoded with
     ``tokenizer.decode``; raw token ids without a tokenizer)."""
     if not teacher_input.teacher_input_ids:

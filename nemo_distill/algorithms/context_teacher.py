@@ -8,7 +8,10 @@ onto the student's rows, using the pure helpers of ``context_distillation_utils`
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
+
 import torch
 
 from nemo_distill.algorithms.context_distillation_utils import (
@@ -32,6 +35,24 @@ class ContextTeacherBatch:
     metrics: dict[str, float]
 
 
+def render_teacher_user_turn(
+    tokenizer, text: str, *, chat_template: str | None = None, chat_template_kwargs: Mapping[str, Any] | None = None
+) -> str:
+    """``text`` as one user turn of the chat template, with the assistant generation prompt appended.
+
+    Rendered exactly as the student's prompt is (:class:`~nemo_distill.data.processors.PromptProcessor`):
+    the same template (``policy.tokenizer.chat_template`` or the tokenizer's own) and the same
+    ``policy.tokenizer.chat_template_kwargs``. Otherwise the assistant header could differ: a
+    Qwen3-style template with ``enable_thinking: false`` ends the student's prompt with an empty
+    ``<think></think>`` block, and a teacher rendered without the kwarg would not see it before the
+    same response tokens.
+    """
+    return tokenizer.apply_chat_template(
+        [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True,
+        chat_template=chat_template or getattr(tokenizer, "chat_template", None), **dict(chat_template_kwargs or {}),
+    )
+
+
 def build_context_teacher_batch(
     rollouts: RolloutBatch,
     *,
@@ -39,8 +60,16 @@ def build_context_teacher_batch(
     template: str,
     tokenizer,
     max_teacher_sequence_length: int,
+    chat_template: str | None = None,
+    chat_template_kwargs: Mapping[str, Any] | None = None,
 ) -> ContextTeacherBatch:
     """One :class:`ContextTeacherInput` per sample, padded into a teacher :class:`TokenBatch`.
+
+    With ``cfg.teacher_prefix_chat_template`` the formatted prefix is rendered by
+    :func:`render_teacher_user_turn` with ``chat_template`` / ``chat_template_kwargs``: pass the
+    student's ``policy.tokenizer.chat_template`` and ``policy.tokenizer.chat_template_kwargs`` so
+    both sides end their context with the same assistant header. Without any chat template
+    (neither argument nor tokenizer) the prefix is the plain formatted text.
 
     Dropped samples (and samples whose student prompt was too long) get an empty
     teacher sequence of one BOS/pad token and sample mask 0.
@@ -50,9 +79,10 @@ def build_context_teacher_batch(
         return tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def render_as_user_turn(text: str) -> str:
-        return tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True)
+        return render_teacher_user_turn(tokenizer, text, chat_template=chat_template, chat_template_kwargs=chat_template_kwargs)
 
-    use_chat = cfg.teacher_prefix_chat_template and getattr(tokenizer, "chat_template", None) is not None
+    has_template = (chat_template or getattr(tokenizer, "chat_template", None)) is not None
+    use_chat = cfg.teacher_prefix_chat_template and has_template
     fallback_token = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.pad_token_id
     inputs, prefixes, responses, sample_mask = [], [], [], []
     for prompt, sample, student_valid in zip(rollouts.prompts, rollouts.samples, rollouts.token_batch.sample_mask.tolist()):

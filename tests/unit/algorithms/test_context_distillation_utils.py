@@ -312,3 +312,13 @@ def test_context_distillation_first_sample_debug_shows_every_part():
         assert part in text
     dropped = format_first_sample_debug(build(problem=""), RESPONSE)
     assert "dropped: invalid_message" in dropped and "nothing scored" in dropped
+
+
+def test_first_sample_debug_names_the_real_config_key():
+    # Issue 11 item 6: the docstring named a `--print-first-sample` flag that no entry point has.
+    from nemo_distill.algorithms.distillation_config import ContextDistillationConfig
+
+    doc = format_first_sample_debug.__doc__
+    assert "--print-first-sample" not in doc
+    assert "distillation.context_distillation.print_first_sample=true" in doc
+    assert hasattr(ContextDistillationConfig(), "print_first_sample")
