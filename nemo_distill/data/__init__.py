@@ -1,6 +1,8 @@
 """Data: where problems come from and how they become tokens.
 
+* :mod:`.records`    -- ``ProblemRecord`` (problem, gold answer, id, metadata)
 * :mod:`.datasets`   -- ``DataConfig``, ``load_problems`` (JSONL, parquet, save_to_disk, built-in)
+* :mod:`.tasks`      -- the built-in task registry (``arithmetic``; ``sokoban`` from environments/)
 * :mod:`.arithmetic` -- the built-in seeded arithmetic word-problem task
 * :mod:`.processors` -- prompt file + system prompt + chat template -> ``ProcessedPrompt``
 * :mod:`.dataloader` -- resumable seeded batches
