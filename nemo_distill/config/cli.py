@@ -39,7 +39,7 @@ def parse_command_line(argv: list[str] | None, schema: type[T], *, default_confi
     from nemo_distill.config.seed_flags import translate_seed_flags  # seed-framework flags -> overrides (docs/migration.md)
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    gpu_overrides, argv = translate_seed_flags(argv)
+    gpu_overrides, argv = translate_seed_flags(argv, schema=schema)
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--config", default=default_config, help=f"YAML config (default: {default_config})")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")

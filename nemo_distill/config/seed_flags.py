@@ -26,9 +26,11 @@ an error pointing to ``--config``.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import re
 import sys
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Literal
@@ -223,6 +225,7 @@ def translate_seed_flags(
     rows: Iterable[SeedFlag] = SEED_FLAGS,
     passthrough: Iterable[str] = PASSTHROUGH_FLAGS,
     unknown: Literal["error", "keep"] = "error",
+    schema: type | None = None,
 ) -> tuple[list[str], list[str]]:
     """Split ``argv`` into (overrides from seed flags, the rest in order).
 
@@ -232,7 +235,9 @@ def translate_seed_flags(
     the flags, then the combined ones (batch size, betas), then each implied override once.
     Tokens that are not ``--flags`` (overrides, the ``--config`` path) and the ``passthrough`` flags
     go to the rest untouched. ``unknown="keep"`` passes unknown ``--flags`` through instead of
-    raising (what :func:`nemo_distill.distributed.config.apply_gpu_id_flags` does).
+    raising (what :func:`nemo_distill.distributed.config.apply_gpu_id_flags` does). With ``schema``
+    (the program's config dataclass), a flag whose key that program lacks is an error naming the
+    program's schema (``--trainer.loss.adv_tau`` given to the distillation example).
 
     Raises :class:`ConfigError` for an unknown flag (naming the closest known one), a missing or
     malformed value, an unsupported seed key, two flags setting one key to different values, and a
@@ -296,8 +301,39 @@ def translate_seed_flags(
             else:
                 text, position = following, position + 1
             value = _convert(row, flag, text)
+        if schema is not None:
+            _check_schema_has(schema, row, flag)
         given.append((row, flag, value))
     return _to_overrides(given, rest), rest
+
+
+def _check_schema_has(schema: type, row: SeedFlag, flag: str) -> None:
+    """``ConfigError`` when ``schema`` has no key for one of ``row``'s targets."""
+    for key in (*row.ours, *(item.split("=")[0] for item in row.implies)):
+        if not schema_has_key(schema, key):
+            raise ConfigError(
+                key,
+                f"{flag} sets this key, which this program's config ({schema.__name__}) does not have: the flag "
+                "does not apply here (the seed's reward-mixed context distillation runs with examples/run_grpo.py)",
+            )
+
+
+def schema_has_key(schema: type, key: str) -> bool:
+    """Whether the dotted ``key`` names a field of the dataclass ``schema`` (through nested sections).
+
+    Below a field that is not a dataclass section (a dict, say) anything is accepted.
+    """
+    node: object = schema
+    for part in key.split("."):
+        if not dataclasses.is_dataclass(node):
+            return True
+        hints = typing.get_type_hints(node)
+        if part not in {field.name for field in dataclasses.fields(node)}:
+            return False
+        hint = hints[part]
+        sections = [arg for arg in typing.get_args(hint) if dataclasses.is_dataclass(arg)]  # X | None
+        node = sections[0] if sections else hint
+    return True
 
 
 def _to_overrides(given: list[tuple[SeedFlag, str, object]], rest: list[str]) -> list[str]:
