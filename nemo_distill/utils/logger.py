@@ -83,6 +83,27 @@ def format_step_line(step: int, metrics: dict[str, float]) -> str:
     return " | ".join([f"step {step}"] + [show(n, metrics[n]) for n in names])
 
 
+def format_validation_samples(rows: list[dict[str, Any]], n: int) -> str:
+    """The first ``n`` validation samples as text (``logger.num_val_samples_to_print``).
+
+    ``rows`` are the ``val_data_step{N}.jsonl`` rows (keys ``problem``, ``response``, ``reward``;
+    ``answer`` shown when present). ``n = 0`` or no rows gives ``""``.
+    """
+    if n < 0:
+        raise ValueError(f"logger.num_val_samples_to_print must be >= 0, got {n}")
+    shown = rows[:n]
+    if not shown:
+        return ""
+    blocks = [f"=== validation samples: first {len(shown)} of {len(rows)} ==="]
+    for i, row in enumerate(shown):
+        answer = f" | gold answer: {row['answer']}" if row.get("answer") is not None else ""
+        blocks.append(
+            f"--- sample {i} | reward {row.get('reward')}{answer} ---\n"
+            f"[problem]\n{row.get('problem')}\n[response]\n{row.get('response')}"
+        )
+    return "\n".join(blocks)
+
+
 class Logger:
     """Fans metrics out to every enabled sink; see module docstring."""
 

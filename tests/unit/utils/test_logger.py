@@ -192,3 +192,19 @@ def test_resume_without_a_metrics_file_starts_one(tmp_path):
     logger.log_metrics({"train/loss": 1.0}, step=7)
     logger.close()
     assert read_metrics(tmp_path) == [{"step": 7, "train/loss": 1.0}]
+
+
+def test_format_validation_samples_shows_the_first_n_rows():
+    # logger.num_val_samples_to_print acts through this (issue 11 item 5: the key was never read).
+    from nemo_distill.utils.logger import format_validation_samples
+
+    rows = [{"problem": f"p{i}", "answer": str(i), "response": f"r{i}", "reward": float(i % 2)} for i in range(3)]
+    text = format_validation_samples(rows, 2)
+    assert text.splitlines()[0] == "=== validation samples: first 2 of 3 ==="
+    assert "--- sample 0 | reward 0.0 | gold answer: 0 ---\n[problem]\np0\n[response]\nr0" in text
+    assert "p1" in text and "r1" in text and "reward 1.0" in text and "p2" not in text
+    assert format_validation_samples(rows, 10).count("--- sample") == 3
+    assert format_validation_samples(rows, 0) == "" and format_validation_samples([], 5) == ""
+    assert "gold answer" not in format_validation_samples([{"problem": "p", "answer": None, "response": "r", "reward": 0.0}], 1)
+    with pytest.raises(ValueError, match="num_val_samples_to_print"):
+        format_validation_samples(rows, -1)
