@@ -121,11 +121,11 @@ def test_the_seed_config_file_syntax_points_to_config():
 
 @pytest.mark.parametrize("row", [row for row in SEED_FLAGS if row.convert in ("int", "float", "str")], ids=lambda row: row.seed)
 def test_kebab_snake_and_equals_spellings_agree(row):
-    value = {"int": "3", "float": "0.5", "str": "x y"}[row.convert]
+    value, rendered = {"int": ("3", "3"), "float": ("0.5", "0.5"), "str": ("x y", "'x y'")}[row.convert]
     snake = translate_seed_flags([row.flag, value])
     assert translate_seed_flags(["--" + row.seed.replace("_", "-"), value]) == snake
     assert translate_seed_flags([f"{row.flag}={value}"]) == snake
-    assert snake[0][0] == f"{row.ours[0]}={ {'int': '3', 'float': '0.5', 'str': repr('x y')}[row.convert]}"
+    assert snake[0][: len(row.ours)] == [f"{key}={rendered}" for key in row.ours]
 
 
 @pytest.mark.parametrize("row", [row for row in SEED_FLAGS if row.convert == "bool"], ids=lambda row: row.seed)
