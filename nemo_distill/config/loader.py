@@ -4,6 +4,11 @@
 loaded recursively and merged in order (later wins), then the file itself is merged on top.
 A mapping that carries ``_override_: true`` replaces the inherited mapping at that place
 instead of merging into it (the marker itself is dropped).
+
+A key written twice in one mapping is an error naming the file, the key and both lines (plain
+YAML keeps the last one and silently drops the first block). ``${...}`` follows the rule of
+:mod:`nemo_distill.config.interpolation`: only resolver calls and dotted key references are
+interpolated; other ``${...}`` text is kept as written.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from nemo_distill.config.errors import ConfigError
+from nemo_distill.config.interpolation import protect_text
 
 OVERRIDE_MARKER = "_override_"
 DEFAULTS_KEY = "defaults"
@@ -68,6 +74,33 @@ def _strip_override_markers(node: Any) -> Any:
     return node
 
 
+def _check_duplicate_keys(node: yaml.Node | None, source: str, key_path: str = "") -> None:
+    """Raise naming ``source``, the key path and both lines when a mapping repeats a key."""
+    if isinstance(node, yaml.MappingNode):
+        first_line: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            key = str(key_node.value) if isinstance(key_node, yaml.ScalarNode) else None
+            path = f"{key_path}.{key}" if key_path else str(key)
+            if key is not None and key != "<<":
+                line = key_node.start_mark.line + 1
+                if key in first_line:
+                    raise ConfigError(
+                        path,
+                        f"{source}: line {line}: written twice in one mapping (first at line {first_line[key]}); "
+                        "YAML would silently drop the first block, so merge the two",
+                    )
+                first_line[key] = line
+            _check_duplicate_keys(value_node, source, path)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _check_duplicate_keys(item, source, f"{key_path}[{index}]")
+
+
+def _parse_yaml(text: str, source: str) -> Any:
+    _check_duplicate_keys(yaml.compose(text, Loader=yaml.SafeLoader), source)
+    return yaml.safe_load(text)
+
+
 def _load_yaml_tree(path: Path, seen: tuple[Path, ...]) -> dict:
     path = path.resolve()
     if path in seen:
@@ -76,7 +109,7 @@ def _load_yaml_tree(path: Path, seen: tuple[Path, ...]) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = _parse_yaml(path.read_text(), str(path)) or {}
     except yaml.YAMLError as err:
         raise ConfigError("", f"{path} is not valid YAML: {err}") from err
     if not isinstance(data, dict):
@@ -99,4 +132,4 @@ def _load_yaml_tree(path: Path, seen: tuple[Path, ...]) -> dict:
 
 def load_config(path: str | Path) -> DictConfig:
     """Load ``path`` following its ``defaults:`` chain; interpolations stay lazy until resolved."""
-    return OmegaConf.create(_load_yaml_tree(Path(path), ()))
+    return OmegaConf.create(protect_text(_load_yaml_tree(Path(path), ())))

@@ -7,7 +7,10 @@
 | ``++a.b=v`` | add or set                                |
 | ``~a.b``    | delete (``~a.b=v`` only if it equals v)   |
 
-Values use Hydra's grammar: ``[1,2]`` lists, ``{a: 1}`` dicts, ``null``, quoted strings.
+Values use Hydra's grammar: ``[1,2]`` lists, ``{a: 1}`` dicts, ``null``, quoted strings;
+``${...}`` in a value follows :mod:`nemo_distill.config.interpolation`. A key that does not exist
+where it was written but does elsewhere (``policy.activation_checkpointing``) gets a "did you mean
+``policy.dtensor_cfg.activation_checkpointing``" naming the full path.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any, Iterable
 from omegaconf import DictConfig, OmegaConf
 
 from nemo_distill.config.errors import ConfigError, did_you_mean
+from nemo_distill.config.interpolation import protect_text
 
 _MISSING = object()
 
@@ -36,12 +40,46 @@ def _lookup(container: dict, parts: list[str]) -> Any:
     return node
 
 
+def key_paths_named(container: Any, name: str, prefix: str = "") -> list[str]:
+    """Dotted paths of every key called ``name`` anywhere inside nested mappings of ``container``."""
+    found = []
+    if isinstance(container, dict):
+        for key, value in container.items():
+            path = f"{prefix}.{key}" if prefix else str(key)
+            if key == name:
+                found.append(path)
+            found += key_paths_named(value, name, path)
+    return found
+
+
+def wrong_depth_hint(container: Any, parts: list[str]) -> str:
+    """`` (did you mean 'policy.dtensor_cfg.x'?)`` when the missing key's last name exists elsewhere.
+
+    Paths that share the longest prefix with what was written come first (at most three).
+    """
+    written = ".".join(parts)
+    candidates = [path for path in key_paths_named(container, parts[-1]) if path != written]
+    if not candidates:
+        return ""
+
+    def shared_prefix(path: str) -> int:
+        count = 0
+        for mine, theirs in zip(parts, path.split(".")):
+            if mine != theirs:
+                break
+            count += 1
+        return count
+
+    candidates.sort(key=lambda path: (-shared_prefix(path), len(path), path))
+    return f" (did you mean {' or '.join(repr(path) for path in candidates[:3])}?)"
+
+
 def _missing_key_error(container: dict, parts: list[str], hint: str) -> ConfigError:
     node: Any = container
     for depth, part in enumerate(parts):
         if not isinstance(node, dict) or part not in node:
             siblings = list(node) if isinstance(node, dict) else []
-            suggestion = did_you_mean(part, siblings)
+            suggestion = wrong_depth_hint(container, parts) or did_you_mean(part, siblings)
             return ConfigError(".".join(parts), f"does not exist{suggestion}; {hint}")
         node = node[part]
     return ConfigError(".".join(parts), hint)
@@ -70,7 +108,7 @@ def apply_overrides(cfg: DictConfig, overrides: Iterable[str]) -> DictConfig:
             parent = _lookup(container, parts[:-1]) if len(parts) > 1 else container
             del parent[parts[-1]]
             continue
-        value = override.value()
+        value = protect_text(override.value(), key)
         if override.is_add() and current is not _MISSING:
             raise ConfigError(key, f"already exists (value {current!r}); use '{key}=...' to change it or '++{key}=...'")
         if not override.is_add() and not override.is_force_add() and current is _MISSING:

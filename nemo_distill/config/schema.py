@@ -10,11 +10,17 @@ resolved config and the dataclass together and builds the typed object, failing 
 * a ``Literal`` value is not one of the allowed ones,
 * a number breaks a bound declared as ``field(metadata={"ge": 0})`` (``ge``/``gt``/``le``/``lt``),
 * a section's ``__post_init__`` raises ``ValueError`` (its message is kept).
+
+A value derived by interpolation (``policy.train_global_batch_size: ${mul:${distillation.num_prompts_per_step},2}``)
+that fails a check is reported under the key the user set when that key fails its own check
+(``distillation.num_prompts_per_step: value -4 must be >= 1``), else under the derived key with
+the keys it came from. ``*_template`` fields are never interpolated (see :mod:`.interpolation`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from typing import Any, Literal, TypeVar, Union
@@ -22,6 +28,7 @@ from typing import Any, Literal, TypeVar, Union
 from omegaconf import DictConfig, OmegaConf
 
 from nemo_distill.config.errors import ConfigError, did_you_mean
+from nemo_distill.config.interpolation import escape_all_strings, protect_template_fields
 
 T = TypeVar("T")
 _BOUNDS = {"ge": (lambda v, b: v >= b, ">="), "gt": (lambda v, b: v > b, ">"),
@@ -112,37 +119,117 @@ def build_dataclass(cls: type[T], values: dict, path: str = "") -> T:
         if name not in values:
             continue
         key_path = _join(path, name)
-        converted = _convert(values[name], hints[name], key_path)
-        for bound, (check, symbol) in _BOUNDS.items():
-            if bound in field.metadata and converted is not None and not check(converted, field.metadata[bound]):
-                raise ConfigError(key_path, f"value {converted!r} must be {symbol} {field.metadata[bound]}")
-        kwargs[name] = converted
+        kwargs[name] = _check_field(field, hints[name], values[name], key_path)
     try:
         return cls(**kwargs)
     except ValueError as err:
         raise ConfigError(path or "<root>", str(err)) from err
 
 
+def _check_field(field: dataclasses.Field, hint: Any, value: Any, key_path: str) -> Any:
+    """``value`` converted to the field's type, with its declared bounds checked."""
+    converted = _convert(value, hint, key_path)
+    for bound, (check, symbol) in _BOUNDS.items():
+        if bound in field.metadata and converted is not None and not check(converted, field.metadata[bound]):
+            raise ConfigError(key_path, f"value {converted!r} must be {symbol} {field.metadata[bound]}")
+    return converted
+
+
+def _schema_field(schema: type, key_path: str) -> tuple[dataclasses.Field, Any] | None:
+    """The dataclass field (and its type hint) at dotted ``key_path`` of ``schema``, if there is one."""
+    node: Any = schema
+    found = None
+    for part in key_path.split("."):
+        node = _section_type(node)
+        if node is None:
+            return None
+        fields = {f.name: f for f in dataclasses.fields(node)}
+        if part not in fields:
+            return None
+        found = (fields[part], typing.get_type_hints(node)[part])
+        node = found[1]
+    return found
+
+
+def _section_type(tp: Any) -> type | None:
+    if dataclasses.is_dataclass(tp):
+        return tp
+    if typing.get_origin(tp) in (Union, types.UnionType):
+        return next((option for option in typing.get_args(tp) if dataclasses.is_dataclass(option)), None)
+    return None
+
+
+def _lookup(container: Any, key_path: str) -> Any:
+    node = container
+    for part in key_path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+_REFERENCE = re.compile(r"(?<!\\)\$\{([A-Za-z_][\w-]*(?:\.[\w-]+)+)\}")
+
+
+def _blame_source_keys(err: ConfigError, schema: type, raw: dict, resolved: dict) -> ConfigError:
+    """Re-aim an error at a derived (interpolated) key to the key the user set (see module docstring)."""
+    expression = _lookup(raw, err.key_path)
+    if not isinstance(expression, str):
+        return err
+    sources = list(dict.fromkeys(_REFERENCE.findall(expression)))
+    if not sources:
+        return err
+    for source in sources:
+        found = _schema_field(schema, source)
+        if found is not None:
+            try:
+                _check_field(found[0], found[1], _lookup(resolved, source), source)
+            except ConfigError as source_err:
+                return ConfigError(source, f"{source_err.message} (it also sets {err.key_path} = {expression})")
+    return ConfigError(err.key_path, f"{err.message}; it is derived as {expression} from {', '.join(sources)}: change those")
+
+
+def _unknown_key_hint(err: ConfigError, schema: type) -> ConfigError:
+    """Add "did you mean 'policy.dtensor_cfg.x'" to an unknown-key error when that leaf exists elsewhere."""
+    from nemo_distill.config.overrides import wrong_depth_hint
+
+    if not err.message.startswith("unknown key") or "did you mean" in err.message:
+        return err
+    try:
+        defaults = dataclasses.asdict(schema())
+    except Exception:  # a schema without complete defaults: no hint
+        return err
+    hint = wrong_depth_hint(defaults, err.key_path.split("."))
+    return ConfigError(err.key_path, f"unknown key{hint}{err.message.removeprefix('unknown key')}") if hint else err
+
+
 def validate(cfg: DictConfig | dict, schema: type[T]) -> T:
     """Resolve interpolations and build the typed ``schema`` object (see module docstring)."""
     if isinstance(cfg, DictConfig):
+        raw = protect_template_fields(OmegaConf.to_container(cfg, resolve=False), schema)
         try:
-            container = OmegaConf.to_container(cfg, resolve=True)
+            container = OmegaConf.to_container(OmegaConf.create(raw), resolve=True)
         except Exception as err:  # omegaconf's InterpolationResolutionError etc. name the key
             raise ConfigError(str(getattr(err, "full_key", "") or ""), f"cannot resolve interpolation: {err}") from err
     else:
-        container = cfg
-    return build_dataclass(schema, container)
+        raw = container = cfg
+    try:
+        return build_dataclass(schema, container)
+    except ConfigError as err:
+        raise _unknown_key_hint(_blame_source_keys(err, schema, raw, container), schema) from err
 
 
 def with_schema_defaults(cfg: DictConfig, schema: type) -> DictConfig:
     """``cfg`` on top of the schema's defaults, so overrides may name any key the schema has."""
     from nemo_distill.config.loader import merge_configs
 
-    defaults = dataclasses.asdict(schema())
+    from nemo_distill.config.interpolation import protect_text
+
+    defaults = protect_text(dataclasses.asdict(schema()))
     return OmegaConf.create(merge_configs(defaults, OmegaConf.to_container(cfg, resolve=False)))
 
 
 def to_dictconfig(config_object: Any) -> DictConfig:
     """The fully-defaulted config as a DictConfig (for printing and saving ``config.yaml``)."""
-    return OmegaConf.create(dataclasses.asdict(config_object))
+    # every string is a final value: escaped so that no ``${...}`` in it is read as an interpolation
+    return OmegaConf.create(escape_all_strings(dataclasses.asdict(config_object)))

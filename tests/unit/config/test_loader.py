@@ -60,3 +60,38 @@ def test_bad_defaults_type(tmp_path):
     leaf = write(tmp_path / "c.yaml", "defaults: {a: 1}\n")
     with pytest.raises(ConfigError, match="defaults"):
         load_config(leaf)
+
+
+@pytest.mark.parametrize(
+    "text, key, lines",
+    [
+        ("policy:\n  a: 1\nloss_fn:\n  k: 2\npolicy:\n  b: 3\n", "policy", (5, 1)),  # a whole top-level block
+        ("policy:\n  optimizer:\n    lr: 1\n    lr: 2\n", "policy.optimizer.lr", (4, 3)),
+        ("items:\n  - a: 1\n    a: 2\n", "items[0].a", (3, 2)),
+    ],
+)
+def test_duplicated_key_names_file_key_and_lines(tmp_path, text, key, lines):
+    path = write(tmp_path / "dup.yaml", text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.key_path == key
+    assert f"{path}: line {lines[0]}: written twice in one mapping (first at line {lines[1]})" in str(info.value)
+
+
+def test_duplicated_key_in_a_defaults_parent_names_the_parent(tmp_path):
+    write(tmp_path / "base.yaml", "a: 1\na: 2\n")
+    child = write(tmp_path / "child.yaml", "defaults: base.yaml\nb: 1\n")
+    with pytest.raises(ConfigError, match=r"base\.yaml: line 2"):
+        load_config(child)
+
+
+def test_latex_like_dollar_braces_stay_text_and_references_still_resolve(tmp_path):
+    path = write(
+        tmp_path / "c.yaml",
+        'template: "Solve ${problem}$ in ${x y}"\nsize: 4\nsection:\n  double: ${mul:${section.size},2}\n  size: 3\n'
+        'copy: ${section.size}\nescaped: "\\\\${section.size}"\n',
+    )
+    resolved = OmegaConf.to_container(load_config(path), resolve=True)
+    assert resolved["template"] == "Solve ${problem}$ in ${x y}"
+    assert resolved["section"]["double"] == 6 and resolved["copy"] == 3
+    assert resolved["escaped"] == "${section.size}"

@@ -62,3 +62,23 @@ def test_original_untouched(cfg):
 def test_unparseable_override(cfg):
     with pytest.raises(ConfigError, match="cannot parse"):
         apply_overrides(cfg, ["a.b=[1,2"])
+
+
+def test_leaf_at_the_wrong_depth_names_the_full_path():
+    cfg = OmegaConf.create({"policy": {"dtensor_cfg": {"activation_checkpointing": False}, "optimizer": {"lr": 1.0}},
+                            "teacher": {"dtensor_cfg": {"activation_checkpointing": False}}})
+    with pytest.raises(ConfigError) as info:
+        apply_overrides(cfg, ["policy.activation_checkpointing=true"])
+    assert info.value.key_path == "policy.activation_checkpointing"
+    # the path under the section the user wrote comes first
+    assert "did you mean 'policy.dtensor_cfg.activation_checkpointing' or 'teacher.dtensor_cfg.activation_checkpointing'" in str(info.value)
+    with pytest.raises(ConfigError, match=r"did you mean 'policy\.optimizer\.lr'"):
+        apply_overrides(cfg, ["lr=3"])
+
+
+def test_override_value_with_dollar_braces_is_text_unless_a_reference(cfg):
+    out = apply_overrides(cfg, ["name='${problem}$'", "+copy=${a.b}"])
+    assert OmegaConf.to_container(out, resolve=True)["name"] == "${problem}$"
+    assert out["copy"] == 1
+    with pytest.raises(ConfigError, match=r"name.*unknown resolver 'mull'"):
+        apply_overrides(cfg, ["name=${mull:1,2}"])

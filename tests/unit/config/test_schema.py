@@ -71,3 +71,62 @@ def test_optional_and_list_items():
 def test_roundtrip_to_dictconfig():
     out = validate({"inner": {"k": 7}}, Root)
     assert to_dictconfig(out).inner.k == 7
+
+
+@dataclass
+class Loop:
+    num_prompts: int = field(default=4, metadata={"ge": 1})
+    per_prompt: int = field(default=2, metadata={"ge": 1})
+
+
+@dataclass
+class Trainer:
+    global_batch: int = field(default=8, metadata={"ge": 1})
+    odd: int = field(default=1, metadata={"ge": 1})
+    prefix_template: str = "{problem}"
+    plain_text: str = field(default="", metadata={"interpolate": False})
+    checkpointing: bool = False
+
+
+@dataclass
+class Derived:
+    trainer: Trainer = field(default_factory=Trainer)  # checked before loop: the derived key fails first
+    loop: Loop = field(default_factory=Loop)
+
+
+def _derived(**loop) -> OmegaConf:
+    return OmegaConf.create({"trainer": {"global_batch": "${mul:${loop.num_prompts},${loop.per_prompt}}"}, "loop": loop})
+
+
+def test_a_bad_source_of_a_derived_key_is_reported_under_the_key_the_user_set():
+    with pytest.raises(ConfigError) as info:
+        validate(_derived(num_prompts=-4, per_prompt=2), Derived)
+    assert info.value.key_path == "loop.num_prompts"
+    assert "value -4 must be >= 1" in str(info.value) and "trainer.global_batch" in str(info.value)
+
+
+def test_a_derived_key_whose_sources_are_fine_names_both():
+    cfg = OmegaConf.create({"trainer": {"odd": "${add:${loop.num_prompts},-10}"}, "loop": {"num_prompts": 4}})
+    with pytest.raises(ConfigError) as info:
+        validate(cfg, Derived)
+    assert info.value.key_path == "trainer.odd" and "derived as ${add:${loop.num_prompts},-10} from loop.num_prompts" in str(info.value)
+
+
+def test_template_fields_are_never_interpolated():
+    cfg = OmegaConf.create({"trainer": {"prefix_template": "${loop.num_prompts} ${problem}$", "plain_text": "${loop.per_prompt}"}})
+    out = validate(cfg, Derived)
+    assert out.trainer.prefix_template == "${loop.num_prompts} ${problem}$" and out.trainer.plain_text == "${loop.per_prompt}"
+    # printing and reloading keeps them literal
+    again = validate(to_dictconfig(out), Derived)
+    assert again == out
+
+
+def test_unknown_key_at_the_wrong_depth_names_the_full_path():
+    with pytest.raises(ConfigError, match=r"unknown key \(did you mean 'trainer\.checkpointing'\?\)"):
+        validate({"loop": {"checkpointing": True}}, Derived)
+
+
+def test_missing_reference_is_a_config_error_naming_the_key():
+    with pytest.raises(ConfigError) as info:
+        validate(OmegaConf.create({"trainer": {"odd": "${loop.nope}"}}), Derived)
+    assert info.value.key_path == "trainer.odd" and "loop.nope" in str(info.value)
