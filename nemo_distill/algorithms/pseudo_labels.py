@@ -26,7 +26,6 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from nemo_distill.config import ConfigError
 from nemo_distill.data.datasets import ProblemRecord
 from nemo_distill.data.processors import ProcessedPrompt
 from nemo_distill.environments.math import answers_match, extract_answer, final_answer, normalize_answer
@@ -87,30 +86,35 @@ def consensus_label(answers: list[str | None], *, k: int | None = None) -> tuple
 class PseudoLabelConfig:
     """How unlabelled prompts are pseudo-labelled (defaults: seed 004's V1 / V1.5 settings)."""
 
-    num_samples: int = 8  # K: samples per prompt, drawn in one request with n=K
-    temperature: float = 0.7  # sampling temperature of the K samples (> 0: greedy samples would all agree)
-    top_p: float = 1.0
-    max_new_tokens: int = 256  # response tokens per sample
+    num_samples: int = field(default=8, metadata={"ge": 1})  # K: samples per prompt, drawn in one request with n=K
+    # Sampling temperature of the K samples; > 0 (greedy samples are identical: every vote unanimous).
+    temperature: float = field(default=0.7, metadata={"gt": 0.0})
+    top_p: float = field(default=1.0, metadata={"gt": 0.0, "le": 1.0})
+    max_new_tokens: int = field(default=256, metadata={"ge": 1})  # response tokens per sample
     stop_strings: list[str] | None = None  # e.g. ["\n\n\n"] to end rambling responses early
-    min_agreement: float = 0.75  # confident = votes / K >= this (seed 004 V1.5)
-    prompts_per_chunk: int = 64  # prompts per generation request (x K samples); one progress-bar update each
+    min_agreement: float = field(default=0.75, metadata={"ge": 0.0, "le": 1.0})  # confident = votes / K >= this (seed 004 V1.5)
+    prompts_per_chunk: int = field(default=64, metadata={"ge": 1})  # prompts per generation request (x K samples)
     seed: int | None = 42  # sampling seed (the backend derives per-call seeds from it)
     use_math_verify: bool = True  # symbolic matching for pseudo-label accuracy against gold
 
     def __post_init__(self) -> None:
-        key = "noisy_student.pseudo_label"
+        # The schema checks the bounds above with the full key path; these repeat them for direct
+        # construction (the schema prefixes this section's path to the message).
+        problems = []
         if self.num_samples < 1:
-            raise ConfigError(f"{key}.num_samples", f"must be >= 1 sample per prompt, got {self.num_samples}")
+            problems.append(f"num_samples={self.num_samples} must be >= 1 sample per prompt")
         if self.temperature <= 0:
-            raise ConfigError(f"{key}.temperature", f"must be > 0 (greedy samples are identical, so every vote would be unanimous), got {self.temperature}")
+            problems.append(f"temperature={self.temperature} must be > 0 (greedy samples are identical, so every vote would be unanimous)")
         if not 0.0 < self.top_p <= 1.0:
-            raise ConfigError(f"{key}.top_p", f"must be in (0, 1], got {self.top_p}")
+            problems.append(f"top_p={self.top_p} must be in (0, 1]")
         if self.max_new_tokens < 1:
-            raise ConfigError(f"{key}.max_new_tokens", f"must be >= 1, got {self.max_new_tokens}")
+            problems.append(f"max_new_tokens={self.max_new_tokens} must be >= 1")
         if not 0.0 <= self.min_agreement <= 1.0:
-            raise ConfigError(f"{key}.min_agreement", f"is a fraction of the K samples, in [0, 1]; got {self.min_agreement}")
+            problems.append(f"min_agreement={self.min_agreement} is a fraction of the K samples, in [0, 1]")
         if self.prompts_per_chunk < 1:
-            raise ConfigError(f"{key}.prompts_per_chunk", f"must be >= 1, got {self.prompts_per_chunk}")
+            problems.append(f"prompts_per_chunk={self.prompts_per_chunk} must be >= 1")
+        if problems:
+            raise ValueError("; ".join(problems))
 
     def sampling_params(self) -> SamplingParams:
         """One request's sampling settings: ``n = K``."""

@@ -45,3 +45,140 @@ def test_pseudo_label_confidence_filter():
     assert label == PseudoLabel(answer="6", votes=3, num_samples=4)
     assert label.is_confident(0.75) and not label.is_confident(0.8)
     assert not pseudo_label([None, None]).is_confident(0.0)
+
+
+# ------------------------------------------------------------------ the study's plan (config, runs, datasets, budgets)
+from nemo_distill.algorithms.noisy_student import (  # noqa: E402
+    CONDITIONS,
+    ComputeConfig,
+    ConditionRun,
+    NoisyStudentConfig,
+    TrainingBudget,
+    build_condition_dataset,
+    plan_runs,
+    plan_training_budgets,
+)
+from nemo_distill.algorithms.pseudo_labels import PseudoLabeledProblem  # noqa: E402
+from nemo_distill.config import ConfigError, validate  # noqa: E402
+from nemo_distill.data.datasets import ProblemRecord  # noqa: E402
+
+LABELLED = [ProblemRecord(f"L{i}", f"work\n#### {i}", f"l-{i}") for i in range(2)]
+UNLABELLED = [ProblemRecord(f"U{i}", f"work\n#### {10 + i}", f"u-{i}") for i in range(3)]
+PSEUDO = [
+    PseudoLabeledProblem("u-0", "U0", "10", 1.0, 4, 4, True, "10", True, ["10"] * 4, "so #### 10"),
+    PseudoLabeledProblem("u-1", "U1", "7", 0.5, 2, 4, False, "11", False, ["7", "7", "8", None], "it is 7"),
+    PseudoLabeledProblem("u-2", "U2", None, 0.0, 0, 4, False, "12", False, [None] * 4, None),
+]
+
+
+def _rows(records):
+    return [(r.record_id, r.problem, r.answer) for r in records]
+
+
+def test_config_defaults_follow_the_seed():
+    config = NoisyStudentConfig()
+    assert (config.splits.num_labelled, config.splits.num_unlabelled, config.splits.num_test) == (1000, 4000, 500)
+    assert (config.pseudo_label.num_samples, config.pseudo_label.temperature, config.pseudo_label.min_agreement) == (8, 0.7, 0.75)
+    assert (config.eval.temperature, config.eval.max_new_tokens, config.eval.greedy) == (0.1, 256, False)
+    assert (config.lora.enabled, config.lora.rank, config.lora.alpha, config.lora.lr_multiplier) == (False, 8, 32, 10.0)
+    assert (config.compute.control, config.compute.epochs, config.rounds, config.trainers) == ("same_epochs", 2.0, 1, ["sft"])
+    assert config.conditions == list(CONDITIONS) and config.needs_pseudo_labels
+    assert not NoisyStudentConfig(conditions=["base", "oracle"]).needs_pseudo_labels
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"conditions": ["baseline", "teacher"]}, "conditions must be a non-empty list"),
+        ({"conditions": []}, "conditions must be a non-empty list"),
+        ({"conditions": ["baseline", "baseline"]}, "conditions lists a condition twice"),
+        ({"trainers": ["ppo"]}, r"trainers must .* \['ppo'\]"),
+        ({"rounds": 2, "relabel_with": "base"}, "relabel_with must name a trained condition"),
+        ({"rounds": 2, "conditions": ["baseline", "filtered"]}, "relabel_with='noisy_student' .* not in conditions"),
+        ({"compute": ComputeConfig(steps=10)}, "compute.steps is only used with compute.control=same_steps"),
+        ({"compute": ComputeConfig(control="same_steps"), "conditions": ["oracle"]}, "'baseline' is not in conditions; set compute.steps"),
+    ],
+)
+def test_config_errors_name_the_field(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        NoisyStudentConfig(**kwargs)
+
+
+def test_config_through_the_schema():
+    config = validate(
+        {"conditions": ["baseline", "filtered"], "trainers": ["grpo"], "lora": {"enabled": True}, "pseudo_label": {"num_samples": 16},
+         "compute": {"control": "same_steps"}, "splits": {"num_unlabelled": 100}},
+        NoisyStudentConfig,
+    )
+    assert (config.conditions, config.trainers, config.pseudo_label.num_samples, config.splits.num_unlabelled) == (["baseline", "filtered"], ["grpo"], 16, 100)
+    assert (config.lora.enabled, config.lora.rank, config.lora.alpha, config.lora.lr_multiplier) == (True, 8, 32, 10.0)  # defaults in one place
+    for values, key in [({"conditions": ["teachr"]}, "conditions[0]"), ({"psuedo_label": {}}, "psuedo_label"),
+                        ({"pseudo_label": {"num_samples": 0}}, "pseudo_label.num_samples"), ({"rounds": 0}, "rounds"),
+                        ({"eval": {"max_new_tokens": 0}}, "eval.max_new_tokens"), ({"compute": {"control": "same_time"}}, "compute.control")]:
+        with pytest.raises(ConfigError) as info:
+            validate(values, NoisyStudentConfig)
+        assert info.value.key_path == key, values
+    with pytest.raises(ConfigError, match="conditions lists a condition twice"):
+        validate({"conditions": ["oracle", "oracle"]}, NoisyStudentConfig)
+
+
+def test_plan_runs_rounds_and_trainers():
+    config = NoisyStudentConfig(conditions=["base", "baseline", "filtered", "oracle"], trainers=["sft", "grpo"], rounds=2, relabel_with="filtered")
+    names = [run.name for run in plan_runs(config)]
+    assert names == [
+        "base",
+        "sft/baseline", "sft/filtered", "sft/oracle", "sft/filtered/round2",
+        "grpo/baseline", "grpo/filtered", "grpo/oracle", "grpo/filtered/round2",
+    ]
+    assert plan_runs(config)[0] == ConditionRun("base", None, 1)
+    assert [run.name for run in plan_runs(NoisyStudentConfig(conditions=["oracle"]))] == ["sft/oracle"]
+
+
+def test_build_condition_datasets_sft():
+    kwargs = dict(trainer="sft", labelled=LABELLED, unlabelled=UNLABELLED, pseudo_labels=PSEUDO)
+    gold = _rows(LABELLED)
+    assert build_condition_dataset("base", **kwargs) == []
+    assert _rows(build_condition_dataset("baseline", **kwargs)) == gold
+    assert _rows(build_condition_dataset("oracle", **kwargs)) == gold + _rows(UNLABELLED)
+    # SFT targets of pseudo-labelled problems: the consensus response; u-2 has no label and is left out.
+    assert _rows(build_condition_dataset("noisy_student", **kwargs)) == gold + [("u-0", "U0", "so #### 10"), ("u-1", "U1", "it is 7")]
+    assert _rows(build_condition_dataset("filtered", **kwargs)) == gold + [("u-0", "U0", "so #### 10")]
+    assert _rows(build_condition_dataset("pseudo_only", **kwargs)) == [("u-0", "U0", "so #### 10"), ("u-1", "U1", "it is 7")]
+
+
+def test_build_condition_datasets_grpo_uses_bare_answers():
+    kwargs = dict(trainer="grpo", labelled=LABELLED, unlabelled=UNLABELLED, pseudo_labels=PSEUDO)
+    assert _rows(build_condition_dataset("noisy_student", **kwargs))[2:] == [("u-0", "U0", "10"), ("u-1", "U1", "7")]
+    assert _rows(build_condition_dataset("pseudo_only", **kwargs)) == [("u-0", "U0", "10"), ("u-1", "U1", "7")]
+
+
+def test_build_condition_dataset_errors():
+    kwargs = dict(labelled=LABELLED, unlabelled=UNLABELLED, pseudo_labels=None)
+    with pytest.raises(ValueError, match="trains on pseudo-labels"):
+        build_condition_dataset("filtered", trainer="sft", **kwargs)
+    assert len(build_condition_dataset("oracle", trainer="sft", **kwargs)) == 5  # oracle needs no pseudo-labels
+    with pytest.raises(ValueError, match="unknown condition 'teacher'"):
+        build_condition_dataset("teacher", trainer="sft", **kwargs)
+    with pytest.raises(ValueError, match="unknown trainer 'ppo'"):
+        build_condition_dataset("baseline", trainer="ppo", **kwargs)
+    with pytest.raises(ValueError, match="labelled record x has no answer"):
+        build_condition_dataset("baseline", trainer="sft", labelled=[ProblemRecord("p", None, "x")], unlabelled=[], pseudo_labels=None)
+
+
+def test_training_budgets_same_epochs_reproduces_seed_v1():
+    # Seed 004 V1: 2 epochs, batch 4: baseline 1K -> 500 steps, noisy student 5K -> 2500 steps.
+    budgets = plan_training_budgets({"base": 0, "baseline": 1000, "noisy_student": 5000}, ComputeConfig(epochs=2, batch_size=4))
+    assert budgets == {"base": TrainingBudget(0, 0, 0.0), "baseline": TrainingBudget(1000, 500, 2.0), "noisy_student": TrainingBudget(5000, 2500, 2.0)}
+    assert plan_training_budgets({"x": 5}, ComputeConfig(epochs=1, batch_size=4))["x"].steps == 2  # ceil(5 / 4)
+
+
+def test_training_budgets_same_steps():
+    sizes = {"baseline": 1000, "filtered": 1981, "noisy_student": 5000}
+    budgets = plan_training_budgets(sizes, ComputeConfig(control="same_steps", epochs=2, batch_size=4))
+    assert {name: b.steps for name, b in budgets.items()} == {"baseline": 500, "filtered": 500, "noisy_student": 500}
+    assert budgets["noisy_student"].epochs == pytest.approx(0.4)  # 500 steps x 4 / 5000
+    assert budgets["filtered"].epochs == pytest.approx(2000 / 1981)
+    fixed = plan_training_budgets({"oracle": 10}, ComputeConfig(control="same_steps", steps=7, batch_size=2))
+    assert fixed["oracle"] == TrainingBudget(10, 7, 1.4)
+    with pytest.raises(ValueError, match="needs a 'baseline' entry"):
+        plan_training_budgets({"oracle": 10}, ComputeConfig(control="same_steps"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 
 import pytest
 
@@ -16,10 +17,15 @@ from nemo_distill.algorithms.pseudo_labels import (
     save_pseudo_labels,
     summarize_pseudo_labels,
 )
-from nemo_distill.config import ConfigError
+from nemo_distill.config import ConfigError, validate
 from nemo_distill.data.datasets import ProblemRecord
 from nemo_distill.data.processors import ProcessedPrompt
 from nemo_distill.models.generation.interfaces import GeneratedSample, GenerationOutput, GenerationRequest
+
+
+@dataclass
+class _Section:
+    pseudo_label: PseudoLabelConfig = field(default_factory=PseudoLabelConfig)
 
 
 class FakeGeneration:
@@ -161,8 +167,12 @@ def test_load_errors_name_file_and_line(tmp_path):
      ({"prompts_per_chunk": 0}, "prompts_per_chunk"), ({"max_new_tokens": 0}, "max_new_tokens"), ({"top_p": 0.0}, "top_p")],
 )
 def test_config_errors_name_the_key(changes, key):
-    with pytest.raises(ConfigError, match=f"noisy_student.pseudo_label.{key}"):
+    with pytest.raises(ValueError, match=f"{key}="):
         PseudoLabelConfig(**changes)
+    # Through the config schema the error names the full key path.
+    with pytest.raises(ConfigError) as info:
+        validate({"pseudo_label": changes}, _Section)
+    assert info.value.key_path == f"pseudo_label.{key}"
 
 
 def test_config_defaults_are_the_seeds():
