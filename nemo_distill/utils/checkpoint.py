@@ -48,6 +48,9 @@ class CheckpointingConfig:
     # a damaged checkpoint found at resume: skip it (with a warning naming it) and resume from the
     # newest intact one, or stop with an error
     on_corrupt: Literal["fallback", "error"] = "fallback"
+    # a checkpoint saved with a different config (nemo_distill.utils.resume): auto resumes only when
+    # the differences just extend or observe the run, force resumes anyway, never starts from step 1
+    resume: Literal["auto", "never", "force"] = "auto"
 
     def __post_init__(self) -> None:
         if self.save_period < 1:
