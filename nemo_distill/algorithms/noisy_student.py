@@ -40,6 +40,7 @@ from typing import Literal
 from nemo_distill.algorithms.pseudo_labels import PseudoLabel, PseudoLabelConfig, PseudoLabeledProblem, consensus_label, pseudo_label
 from nemo_distill.data.datasets import ProblemRecord
 from nemo_distill.data.splits import SplitConfig
+from nemo_distill.models.generation.interfaces import SamplingParams
 from nemo_distill.models.policy.config import LoraConfig
 
 __all__ = [
@@ -65,6 +66,11 @@ class EvalConfig:
     greedy: bool = False  # True: temperature 0, one deterministic answer per problem
     seed: int = 42
     use_math_verify: bool = True  # symbolic matching of predictions against gold
+
+    def sampling_params(self) -> SamplingParams:
+        """One answer per test problem: temperature ``temperature``, or greedy."""
+        sampling = SamplingParams(temperature=self.temperature, max_new_tokens=self.max_new_tokens, n=1, seed=self.seed)
+        return sampling.greedy() if self.greedy or self.temperature == 0 else sampling
 
 
 @dataclass

@@ -52,6 +52,7 @@ from nemo_distill.algorithms.noisy_student import (  # noqa: E402
     CONDITIONS,
     ComputeConfig,
     ConditionRun,
+    EvalConfig,
     NoisyStudentConfig,
     TrainingBudget,
     build_condition_dataset,
@@ -80,6 +81,9 @@ def test_config_defaults_follow_the_seed():
     assert (config.splits.num_labelled, config.splits.num_unlabelled, config.splits.num_test) == (1000, 4000, 500)
     assert (config.pseudo_label.num_samples, config.pseudo_label.temperature, config.pseudo_label.min_agreement) == (8, 0.7, 0.75)
     assert (config.eval.temperature, config.eval.max_new_tokens, config.eval.greedy) == (0.1, 256, False)
+    sampling = config.eval.sampling_params()
+    assert (sampling.temperature, sampling.max_new_tokens, sampling.n, sampling.seed) == (0.1, 256, 1, 42)
+    assert EvalConfig(greedy=True).sampling_params().is_greedy and EvalConfig(temperature=0.0).sampling_params().is_greedy
     assert (config.lora.enabled, config.lora.rank, config.lora.alpha, config.lora.lr_multiplier) == (False, 8, 32, 10.0)
     assert (config.compute.control, config.compute.epochs, config.rounds, config.trainers) == ("same_epochs", 2.0, 1, ["sft"])
     assert config.conditions == list(CONDITIONS) and config.needs_pseudo_labels
