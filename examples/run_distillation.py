@@ -22,24 +22,22 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from nemo_distill.algorithms.distillation import format_summary_table, run_distillation  # noqa: E402
-from nemo_distill.algorithms.distillation_config import DistillationMasterConfig  # noqa: E402
-from nemo_distill.config import ConfigError  # noqa: E402
-from nemo_distill.config.cli import parse_command_line  # noqa: E402
+from nemo_distill.algorithms.distillation import run_distillation  # noqa: E402
+from nemo_distill.algorithms.runtime import format_summary_table  # noqa: E402
+from nemo_distill.algorithms.distillation_config import DistillationMasterConfig, check_distillation_config  # noqa: E402
+from nemo_distill.config.cli import parse_command_line, run_main  # noqa: E402
 
 DEFAULT_CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "distillation_math.yaml")
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        parsed = parse_command_line(argv, DistillationMasterConfig, default_config=DEFAULT_CONFIG, description=__doc__.split("\n")[0])
-        summary = run_distillation(parsed.config, parsed.config_yaml)
-    except (ConfigError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    """Run; a user mistake (config, data, files) ends as one ``error:`` line and exit code 2 (``run_main``)."""
+    parsed = parse_command_line(argv, DistillationMasterConfig, default_config=DEFAULT_CONFIG, description=__doc__.split("\n")[0],
+                                check=check_distillation_config)  # the checks that need no model run under --print-config too
+    summary = run_distillation(parsed.config, parsed.config_yaml)
     print(format_summary_table(summary))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

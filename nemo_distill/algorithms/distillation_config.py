@@ -15,22 +15,12 @@ from typing import Literal
 
 from nemo_distill.algorithms.context_distillation_utils import validate_teacher_prefix_template
 from nemo_distill.config import ConfigError
-from nemo_distill.data.datasets import DataConfig, resolve_repo_path
-from nemo_distill.distributed.config import ClusterConfig
-from nemo_distill.environments.config import EnvConfig, MathEnvConfig  # noqa: F401 (MathEnvConfig: re-exported)
-from nemo_distill.models.generation.config import GenerationConfig
-from nemo_distill.models.policy.config import PolicyConfig, TeacherConfig
-from nemo_distill.utils.checkpoint import CheckpointingConfig
-from nemo_distill.utils.logger import LoggerConfig
+from nemo_distill.algorithms.runtime_config import LoopConfig, RuntimeConfig, StudentPolicyConfig, check_runtime_config
+from nemo_distill.data.datasets import resolve_repo_path
+from nemo_distill.environments.config import EnvConfig, MathEnvConfig  # noqa: F401 (re-exported)
+from nemo_distill.models.policy.config import TeacherConfig
 
 DEFAULT_TEACHER_PREFIX_TEMPLATE = "You are given a problem and a trace: {problem} + {trace}. Solve it on your own."
-
-
-@dataclass
-class StudentPolicyConfig(PolicyConfig):
-    """The student: a trainable policy plus how its rollouts are sampled."""
-
-    generation: GenerationConfig = field(default_factory=GenerationConfig)
 
 
 @dataclass
@@ -70,38 +60,22 @@ class ContextDistillationConfig:
 
 
 @dataclass
-class DistillationConfig:
-    """``distillation``: the loop's own knobs."""
+class DistillationConfig(LoopConfig):
+    """``distillation``: the shared loop knobs (:class:`LoopConfig`) plus distillation's own."""
 
-    max_num_steps: int = field(default=10, metadata={"ge": 1})
-    max_num_epochs: int = field(default=10, metadata={"ge": 1})
-    num_prompts_per_step: int = field(default=4, metadata={"ge": 1})
     num_generations_per_prompt: int = field(default=2, metadata={"ge": 1})
     max_rollout_turns: int = field(default=1, metadata={"ge": 1})
     topk_logits_k: int = 64  # teacher logits kept per token; 1 <= k <= vocab size (checked at setup)
-    val_period: int = field(default=0, metadata={"ge": 0})  # validate every N steps; 0 = never mid-run
-    val_at_start: bool = False
-    val_at_end: bool = True
-    val_batch_size: int = field(default=8, metadata={"ge": 1})
-    max_val_samples: int = field(default=32, metadata={"ge": 1})
-    seed: int = 42
-    num_train_samples_to_save: int = field(default=8, metadata={"ge": 0})  # rows of train_data_step{N}.jsonl
     context_distillation: ContextDistillationConfig = field(default_factory=ContextDistillationConfig)
 
 
 @dataclass
-class DistillationMasterConfig:
-    """The whole config of one distillation run."""
+class DistillationMasterConfig(RuntimeConfig):
+    """The whole config of one distillation run: the runtime's sections plus these."""
 
-    policy: StudentPolicyConfig = field(default_factory=StudentPolicyConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     loss_fn: TopkKLLossConfig = field(default_factory=TopkKLLossConfig)
     distillation: DistillationConfig = field(default_factory=DistillationConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    env: EnvConfig = field(default_factory=EnvConfig)
-    logger: LoggerConfig = field(default_factory=LoggerConfig)
-    cluster: ClusterConfig = field(default_factory=ClusterConfig)
-    checkpointing: CheckpointingConfig = field(default_factory=CheckpointingConfig)
 
 
 def rollout_batch_size(cfg: DistillationMasterConfig) -> int:
@@ -112,12 +86,8 @@ def rollout_batch_size(cfg: DistillationMasterConfig) -> int:
 def check_distillation_config(cfg: DistillationMasterConfig, *, student_vocab_size: int | None = None) -> None:
     """Cross-section checks; each failure is a ``ConfigError`` naming the key and the fix."""
     dist = cfg.distillation
-    if cfg.policy.train_global_batch_size != rollout_batch_size(cfg):
-        raise ConfigError(
-            "policy.train_global_batch_size",
-            f"is {cfg.policy.train_global_batch_size} but one step produces distillation.num_prompts_per_step * "
-            f"distillation.num_generations_per_prompt = {rollout_batch_size(cfg)} samples; set them equal",
-        )
+    check_runtime_config(cfg, samples_per_step=rollout_batch_size(cfg),
+                         samples_key="distillation.num_prompts_per_step * distillation.num_generations_per_prompt")
     if dist.topk_logits_k < 1:
         raise ConfigError("distillation.topk_logits_k", f"must be >= 1, got {dist.topk_logits_k}")
     if student_vocab_size is not None and dist.topk_logits_k > student_vocab_size:
@@ -125,35 +95,22 @@ def check_distillation_config(cfg: DistillationMasterConfig, *, student_vocab_si
             "distillation.topk_logits_k",
             f"is {dist.topk_logits_k} but the vocabulary has only {student_vocab_size} tokens",
         )
-    if cfg.policy.generation.vllm_cfg.max_model_len < cfg.policy.max_total_sequence_length and cfg.policy.generation.backend == "vllm":
+    if dist.max_rollout_turns != 1:
         raise ConfigError(
-            "policy.generation.vllm_cfg.max_model_len",
-            f"({cfg.policy.generation.vllm_cfg.max_model_len}) is shorter than policy.max_total_sequence_length "
-            f"({cfg.policy.max_total_sequence_length})",
-        )
-    if cfg.cluster.inference_dp is not None:
-        generation = cfg.policy.generation
-        engine_tp = generation.vllm_cfg.tensor_parallel_size if generation.backend == "vllm" else 1
-        inference_slots = len(cfg.cluster.role_slot_ids("inference"))
-        if cfg.cluster.inference_dp * engine_tp != inference_slots:
-            raise ConfigError(
-                "cluster.inference_dp",
-                f"is {cfg.cluster.inference_dp} but {inference_slots} inference slot(s) with engine tensor parallel "
-                f"{engine_tp} give data parallel {inference_slots // engine_tp}; leave it unset to infer it",
-            )
-    if cfg.data.max_input_seq_length >= cfg.policy.max_total_sequence_length:
-        raise ConfigError(
-            "data.max_input_seq_length",
-            f"({cfg.data.max_input_seq_length}) leaves no room for a response within "
-            f"policy.max_total_sequence_length ({cfg.policy.max_total_sequence_length})",
+            "distillation.max_rollout_turns",
+            f"must be 1, got {dist.max_rollout_turns}: multi-turn rollouts are not implemented (every mode samples "
+            "one response per prompt), so another value would be ignored",
         )
     context = dist.context_distillation
+    teacher_length, default_length = cfg.teacher.max_total_sequence_length, TeacherConfig().max_total_sequence_length
+    if not context.enabled and teacher_length not in (cfg.policy.max_total_sequence_length, default_length):
+        raise ConfigError(
+            "teacher.max_total_sequence_length",
+            f"is {teacher_length} but policy.max_total_sequence_length is {cfg.policy.max_total_sequence_length}: outside "
+            "context distillation the teacher scores the student's own sequences, so only the policy's length applies; "
+            "set them equal (or leave the teacher's unset)",
+        )
     if context.enabled:
-        if dist.max_rollout_turns != 1:
-            raise ConfigError(
-                "distillation.max_rollout_turns",
-                f"must be 1 for context distillation (V1 supports single-turn rollouts), got {dist.max_rollout_turns}",
-            )
         if cfg.policy.model_name != cfg.teacher.model_name:
             raise ConfigError(
                 "teacher.model_name",

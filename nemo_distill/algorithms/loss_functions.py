@@ -243,6 +243,160 @@ def nll_loss(
     return masked_token_mean(-selected_token_logprobs(student_logits, target_ids, chunk_size), mask, normalizer)
 
 
+GRPO_LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo")
+
+
+def _broadcast_advantages(advantages: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    if advantages.dim() == 1 and advantages.shape[0] == like.shape[0]:
+        return advantages[:, None].expand_as(like).to(like.dtype)
+    if advantages.shape != like.shape:
+        raise ValueError(f"advantages must be [B] or [B, T] = {tuple(like.shape)}, got {tuple(advantages.shape)}")
+    return advantages.to(like.dtype)
+
+
+def clipped_surrogate_per_token(
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    clip_eps_low: float = 0.2,
+    clip_eps_high: float = 0.2,
+    dual_clip_c: float | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """PPO's clipped surrogate loss per token, unreduced: ``(loss [B, T], clipped [B, T] bool, log_ratio [B, T])``.
+
+    ``loss = −min(r·A, clip(r, 1 − ε_low, 1 + ε_high)·A)`` with ``r = exp(logprobs − old_logprobs)``
+    (Schulman et al. 2017; separate bounds are DAPO's "clip higher", Yu et al. 2025). With
+    ``dual_clip_c`` (> 1; Ye et al. 2020) a negative-advantage token's loss is capped at ``−c·A``, so a
+    huge ratio cannot blow it up. ``clipped`` marks tokens whose gradient is cut (the clipped
+    branch is the active one). Masked tokens hold 0 and never NaN.
+    """
+    if clip_eps_low < 0 or clip_eps_high < 0:
+        raise ValueError(f"clip_eps_low / clip_eps_high must be >= 0, got {clip_eps_low} / {clip_eps_high}")
+    if dual_clip_c is not None and dual_clip_c <= 1.0:
+        raise ValueError(f"dual_clip_c must be > 1 (or None), got {dual_clip_c}")
+    if logprobs.shape != old_logprobs.shape or logprobs.shape != mask.shape:
+        raise ValueError(
+            f"logprobs {tuple(logprobs.shape)}, old_logprobs {tuple(old_logprobs.shape)} and mask "
+            f"{tuple(mask.shape)} must all be [B, T]"
+        )
+    advantages = _broadcast_advantages(advantages, logprobs)
+    valid = mask != 0
+    # Padding rows may hold arbitrary log-probs; exp of a huge difference would put inf into the
+    # graph and 0 * inf = NaN into the gradient even though the row is masked out.
+    log_ratio = torch.where(valid, logprobs - old_logprobs, torch.zeros_like(logprobs))
+    ratio = torch.exp(log_ratio)
+    unclipped = ratio * advantages
+    clipped_term = torch.clamp(ratio, 1.0 - clip_eps_low, 1.0 + clip_eps_high) * advantages
+    surrogate = torch.minimum(unclipped, clipped_term)
+    clipped = clipped_term < unclipped
+    if dual_clip_c is not None:
+        floor = dual_clip_c * advantages
+        dual = (advantages < 0) & (surrogate < floor)
+        surrogate = torch.where(dual, floor, surrogate)
+        clipped = clipped | dual
+    loss = torch.where(valid, -surrogate, torch.zeros_like(surrogate))
+    return loss, clipped & valid, log_ratio
+
+
+def k3_kl_per_token(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``[B, T]`` k3 estimator of KL(policy || reference) per sampled token (Schulman 2020):
+    ``exp(ref − logp) − (ref − logp) − 1`` >= 0, exactly 0 where the two agree; 0 on masked tokens."""
+    diff = torch.where(mask != 0, ref_logprobs.to(logprobs.dtype) - logprobs, torch.zeros_like(logprobs))
+    return torch.exp(diff) - diff - 1.0
+
+
+def normalize_token_loss(
+    token_loss: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    loss_type: str,
+    num_sequences: float,
+    num_tokens: float,
+    max_new_tokens: int | None = None,
+    num_micro_batches: int = 1,
+) -> torch.Tensor:
+    """Reduce a ``[B, T]`` per-token loss the way ``loss_type`` says; a micro-batch's share of the step loss.
+
+    * ``grpo``: Σ over sequences of (the sequence's token sum / its token count), / ``num_sequences``
+      (Shao et al. 2024: each sequence weighs the same, whatever its length).
+    * ``dr_grpo``: token sum / (``num_sequences`` · ``max_new_tokens``) (Liu et al. 2025: no length bias).
+    * ``dapo``: token sum / ``num_tokens`` (the global batch's tokens; Yu et al. 2025).
+    * ``bnpo``: token sum / this micro-batch's own token count, / ``num_micro_batches`` (each
+      micro-batch a token mean, micro-batches weighted equally).
+
+    ``num_sequences`` / ``num_tokens`` are the step's global counts (:class:`StepCounts`); summing
+    the results of all micro-batches and ranks gives the step's loss.
+    """
+    if loss_type not in GRPO_LOSS_TYPES:
+        raise ValueError(f"loss_type={loss_type!r} is not supported; allowed values: {list(GRPO_LOSS_TYPES)}")
+    weights = mask.to(token_loss.dtype)
+    masked = torch.where(weights != 0, token_loss * weights, torch.zeros_like(token_loss))
+    if loss_type == "grpo":
+        per_sequence = masked.sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+        return per_sequence.sum() / num_sequences
+    if loss_type == "dr_grpo":
+        if max_new_tokens is None or max_new_tokens < 1:
+            raise ValueError(f"loss_type 'dr_grpo' divides by max_new_tokens, which must be >= 1, got {max_new_tokens}")
+        return masked.sum() / (num_sequences * max_new_tokens)
+    if loss_type == "dapo":
+        return masked.sum() / num_tokens
+    return masked.sum() / weights.sum().clamp(min=1.0) / num_micro_batches
+
+
+def grpo_loss(
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    loss_type: str,
+    clip_eps_low: float = 0.2,
+    clip_eps_high: float = 0.2,
+    beta: float = 0.0,
+    ref_logprobs: torch.Tensor | None = None,
+    max_new_tokens: int | None = None,
+    dual_clip_c: float | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The GRPO loss of ONE whole batch (DESIGN.md public contract); the trainer's micro-batched path equals it.
+
+    Args:
+        logprobs / old_logprobs: ``[B, T]`` log-probs of the sampled tokens under the policy being
+            trained and the policy that sampled them.
+        advantages: ``[B]`` (one per sequence) or ``[B, T]``.
+        mask: ``[B, T]`` tokens that count.
+        beta: weight of the k3 KL to ``ref_logprobs`` (``[B, T]``, needed when beta > 0).
+
+    Per token ``−min(r·A, clip(r, 1 − ε_low, 1 + ε_high)·A) + β·k3``, reduced by
+    :func:`normalize_token_loss` with this batch as the whole step (sequences = rows with at least
+    one masked token). Returns the loss and metrics (means over masked tokens): ``clip_fraction``,
+    ``approx_kl`` (k1 of KL(old || new)), and ``kl`` (k3 to the reference, when given).
+    """
+    if beta < 0:
+        raise ValueError(f"beta must be >= 0, got {beta}")
+    if beta > 0 and ref_logprobs is None:
+        raise ValueError("beta > 0 needs ref_logprobs (the reference model's log-probs of the sampled tokens)")
+    token_loss, clipped, log_ratio = clipped_surrogate_per_token(
+        logprobs, old_logprobs, advantages, mask, clip_eps_low=clip_eps_low, clip_eps_high=clip_eps_high, dual_clip_c=dual_clip_c
+    )
+    metrics: dict[str, float] = {}
+    if ref_logprobs is not None:
+        kl = k3_kl_per_token(logprobs, ref_logprobs, mask)
+        if beta > 0:
+            token_loss = token_loss + beta * kl
+        metrics["kl"] = float(masked_token_mean(kl.detach(), mask))
+    weights = mask.to(logprobs.dtype)
+    loss = normalize_token_loss(
+        token_loss, mask, loss_type=loss_type, num_sequences=float((weights.sum(dim=1) > 0).sum().clamp(min=1)),
+        num_tokens=float(weights.sum().clamp(min=1)), max_new_tokens=max_new_tokens,
+    )
+    with torch.no_grad():
+        metrics["clip_fraction"] = float(masked_token_mean(clipped.to(logprobs.dtype), mask))
+        metrics["approx_kl"] = float(masked_token_mean(-log_ratio, mask))
+    return loss, metrics
+
+
 def policy_gradient_loss(
     logprobs: torch.Tensor,
     old_logprobs: torch.Tensor,
@@ -253,40 +407,13 @@ def policy_gradient_loss(
     clip_eps_high: float = 0.2,
     normalizer: Normalizer = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """PPO's clipped surrogate per token, ``−min(r·A, clip(r, 1 − ε_low, 1 + ε_high)·A)``.
-
-    Args:
-        logprobs: ``[B, T]`` log-probs of the sampled tokens under the policy being trained.
-        old_logprobs: ``[B, T]`` log-probs of the same tokens under the policy that sampled them.
-        advantages: ``[B]`` (one per sequence, broadcast over its tokens) or ``[B, T]``.
-        mask: ``[B, T]`` tokens that count.
-        clip_eps_low / clip_eps_high: ratio bounds; separate bounds are DAPO's "clip higher".
-
-    ``r = exp(logprobs − old_logprobs)``. Returns the loss (token sum / ``normalizer``, or the
-    masked mean) and metrics: ``clip_fraction`` (share of masked tokens whose clipped term is the
-    smaller, i.e. where the gradient is cut) and ``approx_kl`` (masked mean of
-    ``old_logprobs − logprobs``, the k1 estimator of KL(old ‖ new)).
-    """
-    if clip_eps_low < 0 or clip_eps_high < 0:
-        raise ValueError(f"clip_eps_low / clip_eps_high must be >= 0, got {clip_eps_low} / {clip_eps_high}")
-    if logprobs.shape != old_logprobs.shape or logprobs.shape != mask.shape:
-        raise ValueError(
-            f"logprobs {tuple(logprobs.shape)}, old_logprobs {tuple(old_logprobs.shape)} and mask "
-            f"{tuple(mask.shape)} must all be [B, T]"
-        )
-    if advantages.dim() == 1 and advantages.shape[0] == logprobs.shape[0]:
-        advantages = advantages[:, None].expand_as(logprobs)
-    elif advantages.shape != logprobs.shape:
-        raise ValueError(f"advantages must be [B] or [B, T] = {tuple(logprobs.shape)}, got {tuple(advantages.shape)}")
-    advantages = advantages.to(logprobs.dtype)
-    # Padding rows may hold arbitrary log-probs; exp of a huge difference would put inf into the
-    # graph and 0 * inf = NaN into the gradient even though the row is masked out.
-    log_ratio = torch.where(mask != 0, logprobs - old_logprobs, torch.zeros_like(logprobs))
-    ratio = torch.exp(log_ratio)
-    unclipped = ratio * advantages
-    clipped = torch.clamp(ratio, 1.0 - clip_eps_low, 1.0 + clip_eps_high) * advantages
-    loss = masked_token_mean(-torch.minimum(unclipped, clipped), mask, normalizer)
+    """PPO's clipped surrogate (:func:`clipped_surrogate_per_token`) summed over ``mask`` and divided
+    by ``normalizer`` (or the masked mean); metrics ``clip_fraction`` and ``approx_kl`` as in :func:`grpo_loss`."""
+    token_loss, clipped, log_ratio = clipped_surrogate_per_token(
+        logprobs, old_logprobs, advantages, mask, clip_eps_low=clip_eps_low, clip_eps_high=clip_eps_high
+    )
+    loss = masked_token_mean(token_loss, mask, normalizer)
     with torch.no_grad():
-        clip_fraction = masked_token_mean((clipped < unclipped).to(logprobs.dtype), mask)
-        approx_kl = masked_token_mean(-log_ratio.detach(), mask)
+        clip_fraction = masked_token_mean(clipped.to(logprobs.dtype), mask)
+        approx_kl = masked_token_mean(-log_ratio, mask)
     return loss, {"clip_fraction": float(clip_fraction), "approx_kl": float(approx_kl)}

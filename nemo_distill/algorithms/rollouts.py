@@ -8,6 +8,9 @@ start from the :class:`RolloutBatch` it returns.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
+
+import torch
 
 from nemo_distill.data.batch import TokenBatch
 from nemo_distill.data.collate import build_token_batch
@@ -33,6 +36,25 @@ class RolloutBatch:
     @property
     def response_lengths(self) -> list[int]:
         return [len(sample.response_token_ids) for sample in self.samples]
+
+    def sampling_logprobs(self) -> torch.Tensor:
+        """``[N, T]`` token-layout log-probs the generation engine reported for each sampled token
+        (0 on prompt and padding positions), aligned with ``token_batch.input_ids``."""
+        batch = self.token_batch
+        logprobs = torch.zeros(batch.input_ids.shape, dtype=torch.float32)
+        for row, (sample, start) in enumerate(zip(self.samples, self.prompt_lengths)):
+            values = sample.response_logprobs[: max(batch.seq_len - start, 0)]
+            if values:
+                logprobs[row, start : start + len(values)] = torch.tensor(values, dtype=torch.float32)
+        return logprobs * batch.loss_mask.float()
+
+
+def sample_rows(rollouts: RolloutBatch, limit: int | None = None) -> list[dict[str, Any]]:
+    """Rows of ``train_data_step{N}.jsonl`` / ``val_data_step{N}.jsonl`` (the first ``limit`` samples)."""
+    return [
+        {"problem": p.record.problem, "answer": p.record.answer, "response": s.text, "reward": r, "finish_reason": s.finish_reason}
+        for p, s, r in list(zip(rollouts.prompts, rollouts.samples, rollouts.rewards))[:limit]
+    ]
 
 
 def _empty_sample(prompt_index: int) -> GeneratedSample:
@@ -68,7 +90,8 @@ def generate_rollouts(
 
     sample_prompts = [prompts[i] for i in range(len(prompts)) for _ in range(sampling.n)]
     samples = [sample for i in range(len(prompts)) for sample in samples_per_prompt[i]]
-    rewards = environment.score([s.text for s in samples], [p.record.answer for p in sample_prompts])
+    result = environment.evaluate([s.text for s in samples], [p.record.answer for p in sample_prompts])
+    rewards = list(result.rewards)
     sample_mask = [0.0 if prompt.too_long else 1.0 for prompt in sample_prompts]
     token_batch, prompt_lengths = build_token_batch(
         [p.prompt_token_ids for p in sample_prompts],
@@ -85,5 +108,6 @@ def generate_rollouts(
         "natural_termination_rate": sum(s.finish_reason == "stop" for s in generated) / num_generated,
         "reward_mean": sum(rewards) / max(len(rewards), 1),
         "prompts_too_long": float(sum(p.too_long for p in prompts)),
+        **result.metrics,
     }
     return RolloutBatch(sample_prompts, samples, rewards, token_batch, prompt_lengths, metrics)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nemo_distill.config.errors import DataError
 from nemo_distill.data.datasets import ProblemRecord, resolve_repo_path
 
 
@@ -34,13 +35,13 @@ def load_prompt_file(path: str) -> str:
     resolved = resolve_repo_path(path)
     if not resolved.is_file():
         raise FileNotFoundError(f"prompt file {path} does not exist (data.*.prompt_file)")
-    template = resolved.read_text()
+    template = _read_text(resolved, "data.*.prompt_file")
     try:
         fields = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
     except ValueError as err:  # e.g. a lone '{' -- literal braces must be doubled: '{{' '}}'
-        raise ValueError(f"prompt file {resolved} is not a valid format string ({err}); write literal braces as '{{{{' and '}}}}'") from err
+        raise DataError(f"prompt file {resolved} is not a valid format string ({err}); write literal braces as '{{{{' and '}}}}'") from None
     if fields != [""]:
-        raise ValueError(
+        raise DataError(
             f"prompt file {resolved} must contain exactly one '{{}}' placeholder for the problem; found "
             f"{len(fields)} placeholder(s) {['{' + name + '}' for name in fields]} (literal braces are written '{{{{' '}}}}')"
         )
@@ -53,7 +54,17 @@ def load_system_prompt(path: str | None) -> str | None:
     resolved = resolve_repo_path(path)
     if not resolved.is_file():
         raise FileNotFoundError(f"system prompt file {path} does not exist (data.*.system_prompt_file)")
-    return resolved.read_text().strip()
+    return _read_text(resolved, "data.*.system_prompt_file").strip()
+
+
+def _read_text(path: Path, key: str) -> str:
+    """The file's text; a file that cannot be read or is not UTF-8 is a :class:`DataError` naming it and ``key``."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path} ({key}) is not valid UTF-8 text (byte {err.start}: {err.object[err.start:err.start + 1]!r})") from None
+    except OSError as err:
+        raise DataError(f"{path} ({key}) cannot be read: {err.strerror or err}") from None
 
 
 class PromptProcessor:
@@ -96,6 +107,10 @@ class PromptProcessor:
 
     def process(self, record: ProblemRecord) -> ProcessedPrompt:
         user_message = self.prompt_template.format(record.problem) if self.prompt_template else record.problem
+        return self.process_user_message(record, user_message)
+
+    def process_user_message(self, record: ProblemRecord, user_message: str) -> ProcessedPrompt:
+        """Like :meth:`process` for a user message written already (e.g. a teacher's context + the student's message)."""
         prompt_text = self.render(user_message)
         # A chat template writes its own BOS / role markers, so the tokenizer must not add them a
         # second time; the plain-text fallback has none and gets the tokenizer's usual ones.

@@ -93,6 +93,17 @@ class GenerationWorkerGroup:
         """Each worker's sleep / wake_up history (for call-order tests)."""
         return self.workers.call_all("get_lifecycle_events")
 
+    def get_generate_calls(self) -> list[int]:
+        """Each worker's generate-call counter (saved in checkpoints: it drives the per-call seed)."""
+        return self.workers.call_all("get_generate_calls")
+
+    def set_generate_calls(self, counts: list[int]) -> None:
+        """Restore every worker's counter from :meth:`get_generate_calls` of the run being resumed."""
+        if len(counts) != self.world_size:
+            raise ValueError(f"{len(counts)} saved generate-call counters for {self.world_size} generation workers; "
+                             "resume with the same number of inference slots")
+        self.workers.call_sharded("set_generate_calls", list(counts))
+
     def peak_memory_gib(self) -> list[float]:
         return self.workers.call_all("peak_memory_gib")
 

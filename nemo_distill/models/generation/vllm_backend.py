@@ -202,6 +202,14 @@ class VllmGenerationWorker(WeightReceiver):
     def get_lifecycle_events(self) -> list[str]:
         return list(self.lifecycle_events)
 
+    def get_generate_calls(self) -> int:
+        """How many ``generate`` calls this worker served (its next call seeds with ``seed + count``)."""
+        return self.num_generate_calls
+
+    def set_generate_calls(self, count: int) -> None:
+        """Restore the call counter on resume, so a resumed run samples what the uninterrupted one would."""
+        self.num_generate_calls = int(count)
+
     def peak_memory_gib(self) -> float:
         import torch
 

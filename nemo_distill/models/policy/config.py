@@ -5,6 +5,8 @@ Every default of these sections lives here and nowhere else (YAML files set only
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -58,6 +60,9 @@ class OptimizerConfig:
     weight_decay: float = field(default=0.0, metadata={"ge": 0.0})  # decoupled (AdamW) decay
 
     def __post_init__(self) -> None:
+        for name in ("lr", "eps", "weight_decay"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"optimizer.{name} must be a finite number, got {getattr(self, name)}")
         if len(self.betas) != 2 or not all(0.0 <= beta < 1.0 for beta in self.betas):
             raise ValueError(f"optimizer.betas must be two numbers in [0, 1), got {self.betas}")
 
@@ -101,6 +106,8 @@ class PolicyConfig(TeacherConfig):
     train_global_batch_size: int = field(default=8, metadata={"ge": 1})  # samples per optimizer step (all ranks)
     train_micro_batch_size: int = field(default=2, metadata={"ge": 1})  # samples per forward/backward per rank
     max_grad_norm: float | None = 1.0  # clip the global gradient L2 norm to this; None: no clipping
+    # a step whose loss or gradient norm is NaN/inf is skipped (weights unchanged); this many in a row stop the run
+    max_consecutive_skipped_steps: int = field(default=3, metadata={"ge": 1})
     lora: LoraConfig = field(default_factory=LoraConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)

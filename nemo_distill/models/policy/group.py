@@ -81,9 +81,11 @@ class PolicyWorkerGroup:
         results = self.workers.call_sharded("train", self._shards(batch), shard_of_rank=self._dp_rank, loss_fn=loss_fn)
         return results[0]
 
-    def get_logprobs(self, batch: TokenBatch) -> torch.Tensor:
-        """``[B, T]`` fp32 log-probs of each token given its prefix (0 at t=0 and on padding)."""
-        results = self.workers.call_sharded("get_logprobs", self._shards(batch), shard_of_rank=self._dp_rank)
+    def get_logprobs(self, batch: TokenBatch, temperature: float = 1.0) -> torch.Tensor:
+        """``[B, T]`` fp32 log-probs of each token given its prefix under softmax(logits / temperature)
+        (0 at t=0 and on padding)."""
+        results = self.workers.call_sharded("get_logprobs", self._shards(batch), shard_of_rank=self._dp_rank,
+                                            temperature=temperature)
         return torch.cat(self._per_dp_shard(results))
 
     def get_topk_logits(self, batch: TokenBatch, k: int, temperature: float = 1.0) -> TopkLogits:

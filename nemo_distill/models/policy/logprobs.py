@@ -88,3 +88,17 @@ def token_logprobs(
     """
     scores = selected_token_logprobs(logits[:, :-1], input_ids[:, 1:], chunk_size, temperature=temperature)
     return torch.nn.functional.pad(scores, (1, 0))
+
+
+@torch.no_grad()
+def token_entropy(logits: torch.Tensor, chunk_size: int | None = None, *, temperature: float = 1.0) -> torch.Tensor:
+    """Token-layout entropy ``[B, T]`` (nats) of ``softmax(logits / temperature)`` that produced each
+    token: entry ``t`` is the entropy of the prediction row ``t - 1``; entry 0 is 0. No gradient."""
+    batch_size, seq_len, vocab_size = logits.shape
+    pieces = []
+    for rows in row_chunks(batch_size, max(seq_len - 1, 0), vocab_size, chunk_size):
+        scaled = logits[:, rows].to(compute_dtype(logits)) / temperature
+        logprobs = torch.log_softmax(scaled, dim=-1)
+        pieces.append(-(logprobs.exp() * logprobs).sum(-1))
+    body = torch.cat(pieces, dim=1) if pieces else logits.new_zeros((batch_size, 0), dtype=compute_dtype(logits))
+    return torch.nn.functional.pad(body, (1, 0))
