@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 from typing import Generic, TypeVar
 
+from nemo_distill.config.errors import DataError
+
 T = TypeVar("T")
 
 
@@ -23,9 +25,9 @@ class PromptDataLoader(Generic[T]):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if not items:
-            raise ValueError("PromptDataLoader got an empty dataset; check data.*.dataset and num_samples")
+            raise DataError("PromptDataLoader got an empty dataset; check data.*.dataset and num_samples")
         if drop_last and batch_size > len(items):
-            raise ValueError(
+            raise DataError(
                 f"batch_size {batch_size} is larger than the dataset ({len(items)} items), so drop_last would "
                 "yield no batch; lower the prompts per step or load more samples"
             )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from nemo_distill.config.errors import DataError
 from nemo_distill.data.datasets import REPO_ROOT, ProblemRecord
 from nemo_distill.data.processors import PromptProcessor, load_prompt_file, load_system_prompt
 
@@ -126,7 +127,7 @@ def test_math_prompt_renders_boxed_braces():
 def test_bad_prompt_files_are_rejected_naming_the_file(tmp_path, text, message):
     path = tmp_path / "prompt.txt"
     path.write_text(text)
-    with pytest.raises(ValueError, match=message) as err:
+    with pytest.raises(DataError, match=message) as err:  # a UserError: one "error:" line, exit 2
         load_prompt_file(str(path))
     assert str(path) in str(err.value)
 
@@ -167,3 +168,22 @@ def test_real_smollm2_tokenizer_round_trip():
     assert out.prompt_token_ids.count(im_start) == out.prompt_text.count("<|im_start|>") == 3
     assert tokenizer.decode(out.prompt_token_ids) == out.prompt_text
     assert not out.too_long
+
+
+@pytest.mark.parametrize("loader, key", [(load_prompt_file, "data.*.prompt_file"), (load_system_prompt, "data.*.system_prompt_file")])
+def test_non_utf8_or_unreadable_prompt_files_name_file_and_key(tmp_path, loader, key):
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes(b"caf\xe9 {}")
+    with pytest.raises(DataError, match=rf"{latin1} \({key.replace('*', '[*]')}\) is not valid UTF-8 text \(byte 3"):
+        loader(str(latin1))
+    folder = tmp_path / "folder.txt"
+    folder.mkdir()
+    folder_file = folder / "inner"  # exists-as-file checks pass only for files; make one unreadable instead
+    folder_file.write_text("x {}")
+    folder_file.chmod(0)
+    import os
+
+    if os.access(folder_file, os.R_OK):  # root ignores permissions: nothing more to check here
+        return
+    with pytest.raises(DataError, match="cannot be read"):
+        loader(str(folder_file))
