@@ -34,7 +34,7 @@ re-exported here under DESIGN.md's public names.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from nemo_distill.algorithms.pseudo_labels import PseudoLabel, PseudoLabelConfig, PseudoLabeledProblem, consensus_label, pseudo_label
@@ -177,7 +177,7 @@ def plan_runs(config: NoisyStudentConfig) -> list[ConditionRun]:
 def _with_gold(record: ProblemRecord) -> ProblemRecord:
     if record.answer is None:
         raise ValueError(f"labelled record {record.record_id} has no answer; labelled and oracle problems need their gold label")
-    return record  # SFT: the gold text (a worked solution where the data has one); GRPO: its reward reduces it
+    return record
 
 
 def build_condition_dataset(
@@ -187,6 +187,7 @@ def build_condition_dataset(
     labelled: list[ProblemRecord],
     unlabelled: list[ProblemRecord],
     pseudo_labels: list[PseudoLabeledProblem] | None,
+    sft_gold_template: str = "{answer}",
 ) -> list[ProblemRecord]:
     """The training problems of ``condition`` (pure: no model, no I/O). Labelled first, then the rest.
 
@@ -195,6 +196,10 @@ def build_condition_dataset(
     problems without a consensus answer are left out -- there is nothing to train them on). SFT
     gets worked targets (a pseudo-labelled problem's consensus response), GRPO bare answers (the
     pseudo answer), see the module docstring. ``base`` trains on nothing: ``[]``.
+
+    ``sft_gold_template`` formats an SFT target from a gold answer that is not already a worked
+    solution (no ``####``), e.g. ``"#### {answer}"`` for the built-in task, whose gold answers are
+    bare numbers, when the prompt asks for a ``####`` line. GRPO targets are never reformatted.
     """
     if condition not in CONDITIONS:
         raise ValueError(f"unknown condition {condition!r}; choose from {list(CONDITIONS)}")
@@ -202,11 +207,20 @@ def build_condition_dataset(
         raise ValueError(f"unknown trainer {trainer!r}; choose from {list(TRAINERS)}")
     if condition == "base":
         return []
-    gold = [_with_gold(record) for record in labelled]
+    if "{answer}" not in sft_gold_template:
+        raise ValueError(f"sft_gold_template {sft_gold_template!r} must contain '{{answer}}'")
+
+    def gold_target(record: ProblemRecord) -> ProblemRecord:
+        record = _with_gold(record)
+        if trainer == "sft" and "####" not in record.answer:
+            return replace(record, answer=sft_gold_template.format(answer=record.answer))
+        return record  # a worked solution (SFT) or the answer the GRPO reward checks
+
+    gold = [gold_target(record) for record in labelled]
     if condition == "baseline":
         return gold
     if condition == "oracle":
-        return gold + [_with_gold(record) for record in unlabelled]
+        return gold + [gold_target(record) for record in unlabelled]
     if pseudo_labels is None:
         raise ValueError(f"condition {condition!r} trains on pseudo-labels; pass pseudo_labels (from generate_pseudo_labels or load_pseudo_labels)")
     with_solution = trainer == "sft"

@@ -21,6 +21,7 @@ prompt. The voting itself (:func:`pseudo_label`, :func:`consensus_label`) is re-
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -32,6 +33,7 @@ from nemo_distill.environments.math import answers_match, extract_answer, final_
 from nemo_distill.models.generation.interfaces import GenerationRequest, SamplingParams
 from nemo_distill.utils.progress import progress_bar
 
+log = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------------------- voting
 @dataclass(frozen=True)
@@ -362,3 +364,36 @@ def load_pseudo_labels(path: str | Path) -> list[PseudoLabeledProblem]:
         known = {name: row[name] for name in PseudoLabeledProblem.__dataclass_fields__ if name in row}
         labels.append(PseudoLabeledProblem(**known))
     return labels
+
+
+def load_or_generate_pseudo_labels(
+    generation, prompts: list[ProcessedPrompt], config: PseudoLabelConfig, path: str | Path, *, show_progress: bool = True
+) -> tuple[list[PseudoLabeledProblem], bool]:
+    """The resumable pseudo-labelling phase: ``(labels, reused)``.
+
+    When ``path`` exists and holds labels for exactly these prompts (same record ids, same order)
+    with the same K, they are loaded and generation is skipped (logged); otherwise the prompts are
+    labelled and saved to ``path``. A file for other prompts or another K is an error, not silently
+    overwritten: delete it or choose another output folder. ``generation`` is only called when
+    labelling is needed.
+    """
+    path = Path(path)
+    if path.exists():
+        labels = load_pseudo_labels(path)
+        stored_ids = [label.record_id for label in labels]
+        wanted_ids = [prompt.record.record_id for prompt in prompts]
+        if stored_ids != wanted_ids:
+            raise ValueError(
+                f"{path} holds pseudo-labels for {len(stored_ids)} other problems (or another order) than the {len(wanted_ids)} given; "
+                "delete it to relabel, or use another output folder"
+            )
+        stored_k = sorted({label.k for label in labels})
+        if labels and stored_k != [config.num_samples]:
+            raise ValueError(f"{path} was labelled with K={stored_k} but pseudo_label.num_samples={config.num_samples}; delete it to relabel")
+        log.info("pseudo-labels: %d problems already labelled in %s; skipping generation", len(labels), path)
+        return labels, True
+    run = generate_pseudo_labels(generation, prompts, config, show_progress=show_progress)
+    save_pseudo_labels(run.labels, path)
+    log.info("pseudo-labels: %d problems x K=%d in %.1f s (%.1f samples/s) -> %s", len(prompts), config.num_samples,
+             run.elapsed_seconds, run.samples_per_second, path)
+    return run.labels, False

@@ -186,3 +186,16 @@ def test_training_budgets_same_steps():
     assert fixed["oracle"] == TrainingBudget(10, 7, 1.4)
     with pytest.raises(ValueError, match="needs a 'baseline' entry"):
         plan_training_budgets({"oracle": 10}, ComputeConfig(control="same_steps"))
+
+
+def test_sft_gold_template_for_bare_gold_answers():
+    bare = [ProblemRecord("What is 2+3?", "5", "a-0")]
+    kwargs = dict(labelled=bare, unlabelled=[ProblemRecord("1+1?", "2", "a-1")], pseudo_labels=None)
+    assert _rows(build_condition_dataset("oracle", trainer="sft", sft_gold_template="#### {answer}", **kwargs)) == [
+        ("a-0", "What is 2+3?", "#### 5"), ("a-1", "1+1?", "#### 2")]
+    assert _rows(build_condition_dataset("baseline", trainer="grpo", sft_gold_template="#### {answer}", **kwargs)) == [("a-0", "What is 2+3?", "5")]
+    # A worked solution is kept as it is.
+    assert _rows(build_condition_dataset("baseline", trainer="sft", sft_gold_template="#### {answer}", labelled=LABELLED,
+                                         unlabelled=[], pseudo_labels=None)) == _rows(LABELLED)
+    with pytest.raises(ValueError, match="must contain"):
+        build_condition_dataset("baseline", trainer="sft", sft_gold_template="####", **kwargs)

@@ -13,6 +13,7 @@ from nemo_distill.algorithms.pseudo_labels import (
     format_agreement_table,
     generate_pseudo_labels,
     label_problem,
+    load_or_generate_pseudo_labels,
     load_pseudo_labels,
     save_pseudo_labels,
     summarize_pseudo_labels,
@@ -179,3 +180,20 @@ def test_config_defaults_are_the_seeds():
     config = PseudoLabelConfig()
     assert (config.num_samples, config.temperature, config.max_new_tokens, config.min_agreement) == (8, 0.7, 256, 0.75)
     assert config.sampling_params().n == 8
+
+
+def test_load_or_generate_resumes(tmp_path, caplog):
+    prompts = [_prompt(i, gold) for i, gold in enumerate(GOLDS)]
+    config = PseudoLabelConfig(num_samples=4)
+    path = tmp_path / "pseudo_labels.jsonl"
+    generation = FakeGeneration(RESPONSES)
+    labels, reused = load_or_generate_pseudo_labels(generation, prompts, config, path, show_progress=False)
+    assert not reused and path.is_file() and len(generation.requests) == 1
+    with caplog.at_level("INFO", logger="nemo_distill.algorithms.pseudo_labels"):
+        again, reused = load_or_generate_pseudo_labels(None, prompts, config, path)  # no generation needed
+    assert reused and again == labels
+    assert "already labelled" in caplog.text and "skipping generation" in caplog.text
+    with pytest.raises(ValueError, match="other problems"):
+        load_or_generate_pseudo_labels(None, prompts[:3], config, path)
+    with pytest.raises(ValueError, match=r"K=\[4\] but pseudo_label.num_samples=8"):
+        load_or_generate_pseudo_labels(None, prompts, PseudoLabelConfig(num_samples=8), path)
