@@ -197,3 +197,23 @@ def test_load_or_generate_resumes(tmp_path, caplog):
         load_or_generate_pseudo_labels(None, prompts[:3], config, path)
     with pytest.raises(ValueError, match=r"K=\[4\] but pseudo_label.num_samples=8"):
         load_or_generate_pseudo_labels(None, prompts, PseudoLabelConfig(num_samples=8), path)
+
+
+def test_with_the_hf_backend_on_a_tiny_model(tiny_model_dir):
+    # The real generation worker in-process (no Ray): one batched n=K request per chunk, K samples each.
+    from nemo_distill.data.processors import PromptProcessor
+    from nemo_distill.models.generation.config import GenerationConfig
+    from nemo_distill.models.generation.hf_backend import HFGenerationWorker
+
+    worker = HFGenerationWorker(tiny_model_dir, GenerationConfig(), precision="float32")
+    processor = PromptProcessor(worker.tokenizer, prompt_template=None, system_prompt=None, max_input_seq_length=64)
+    records = [ProblemRecord(f"What is {i} + {i}?", str(2 * i), f"r-{i}") for i in range(3)]
+    prompts = [processor.process(record) for record in records]
+    run = generate_pseudo_labels(worker, prompts, PseudoLabelConfig(num_samples=4, max_new_tokens=6, prompts_per_chunk=2), show_progress=False)
+    assert worker.num_generate_calls == 2
+    assert [label.record_id for label in run.labels] == ["r-0", "r-1", "r-2"]
+    for label in run.labels:
+        assert label.k == 4 and len(label.answers) == 4 and 0.0 <= label.agreement <= 1.0
+        assert label.gold == str(2 * int(label.record_id[2:])) and label.correct in (True, False)
+        assert (label.pseudo_answer is None) == (label.response is None)
+    assert run.samples_per_second > 0
