@@ -11,6 +11,8 @@ colocated mode means; Ray only needs the requests to fit in the bundle.
 
 On GPU every node has exactly ``gpus_per_node`` GPUs, so each placement group lands on its own
 node; in CPU mode Ray may pack several groups onto one machine, which only matters for speed.
+Either way ``cluster.num_nodes`` larger than the number of live Ray nodes is refused before any
+placement group or worker starts (:func:`check_node_count`): it is a config mistake, not a wait.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from nemo_distill.config.errors import ConfigError
 from nemo_distill.distributed.config import ROLES, ClusterConfig, Role
 
 log = logging.getLogger(__name__)
@@ -78,6 +81,23 @@ def plan_slots(cfg: ClusterConfig, placement_groups: list[Any]) -> dict[str, lis
     return plan
 
 
+def check_node_count(cfg: ClusterConfig, nodes: list[dict[str, Any]]) -> None:
+    """``ConfigError`` on ``cluster.num_nodes`` when the Ray cluster has fewer live nodes (``ray.nodes()``).
+
+    On GPU a node counts only if it has ``gpus_per_node`` GPUs.
+    """
+    alive = [node for node in nodes if node.get("Alive", node.get("alive", False))]
+    if cfg.uses_gpus:
+        alive = [node for node in alive if node.get("Resources", {}).get("GPU", 0) >= cfg.gpus_per_node]
+    if len(alive) < cfg.num_nodes:
+        what = f"node(s) with {cfg.gpus_per_node} GPU(s)" if cfg.uses_gpus else "node(s)"
+        raise ConfigError(
+            "cluster.num_nodes",
+            f"is {cfg.num_nodes} but the Ray cluster has {len(alive)} live {what}; set cluster.num_nodes={max(len(alive), 1)} "
+            "or start the run on more machines (e.g. sbatch -N<nodes> ray_bare.sub)",
+        )
+
+
 class RayVirtualCluster:
     """The run's share of the Ray cluster: ``num_nodes`` placement groups of ``slots_per_node`` bundles.
 
@@ -94,6 +114,7 @@ class RayVirtualCluster:
         self.cfg = cfg
         bundle = {"GPU": 1, "CPU": GPU_BUNDLE_CPUS} if cfg.uses_gpus else {"CPU": CPU_BUNDLE_CPUS}
         self._check_capacity(bundle, ray.cluster_resources())
+        check_node_count(cfg, ray.nodes())
         self.placement_groups: list[Any] = [
             placement_group([dict(bundle) for _ in range(cfg.slots_per_node)], strategy="STRICT_PACK")
             for _ in range(cfg.num_nodes)

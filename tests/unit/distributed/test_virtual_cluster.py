@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from nemo_distill.distributed.config import ClusterConfig
-from nemo_distill.distributed.virtual_cluster import CPU_BUNDLE_CPUS, GPU_BUNDLE_CPUS, RayVirtualCluster, plan_slots
+from nemo_distill.config import ConfigError
+from nemo_distill.distributed.virtual_cluster import CPU_BUNDLE_CPUS, GPU_BUNDLE_CPUS, RayVirtualCluster, check_node_count, plan_slots
 
 NODE_PGS = ["pg-node0", "pg-node1"]  # plan_slots only hands these through
 
@@ -91,3 +92,27 @@ def test_unplaceable_reservation_times_out_with_resources(ray_cluster):
             RayVirtualCluster(ClusterConfig(cpu_slots_per_node=2), placement_timeout_s=1.0)
     finally:
         holder.shutdown()
+
+
+def _node(alive: bool = True, gpus: int = 0) -> dict:
+    return {"Alive": alive, "Resources": {"CPU": 8.0, **({"GPU": float(gpus)} if gpus else {})}}
+
+
+def test_node_count_check_counts_live_nodes_with_enough_gpus():
+    check_node_count(ClusterConfig(num_nodes=2), [_node(), _node()])
+    with pytest.raises(ConfigError, match=r"cluster.num_nodes.*is 2 but the Ray cluster has 1 live node\(s\); set cluster.num_nodes=1"):
+        check_node_count(ClusterConfig(num_nodes=2), [_node(), _node(alive=False)])
+    gpu = ClusterConfig(num_nodes=2, gpus_per_node=4)
+    check_node_count(gpu, [_node(gpus=4), _node(gpus=8)])
+    with pytest.raises(ConfigError, match="1 live node\\(s\\) with 4 GPU"):
+        check_node_count(gpu, [_node(gpus=4), _node(gpus=2)])
+
+
+def test_two_nodes_on_one_machine_fail_at_once_before_any_placement(ray_cluster):
+    import ray
+
+    before = len(ray.util.placement_group_table())
+    with pytest.raises(ConfigError) as info:
+        RayVirtualCluster(ClusterConfig(num_nodes=2, cpu_slots_per_node=1))
+    assert info.value.key_path == "cluster.num_nodes" and "has 1 live node(s)" in str(info.value)
+    assert len(ray.util.placement_group_table()) == before  # nothing reserved
