@@ -8,7 +8,7 @@ import pytest
 
 from nemo_distill.config import ConfigError
 from nemo_distill.data.datasets import ProblemRecord
-from nemo_distill.data.splits import DataSplits, SplitConfig, gsm8k_gold_answer, gsm8k_records, hide_labels, split_problems
+from nemo_distill.data.splits import SplitConfig, gsm8k_gold_answer, gsm8k_records, hide_labels, split_problems
 
 
 def _records(n: int, prefix: str = "p") -> list[ProblemRecord]:
