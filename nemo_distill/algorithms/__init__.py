@@ -10,7 +10,11 @@ Shared numerics (pure torch / Python; no Ray, no torch.distributed):
 * :mod:`.context_distillation_utils` -- ``<think>`` trace extraction, teacher-prefix template
   checks, teacher inputs (truncation, drop reasons), teacher -> student row alignment,
   ``context_distillation_*`` metrics
-* :mod:`.noisy_student`              -- consensus pseudo-labels (majority vote, agreement)
+* :mod:`.pseudo_labels`              -- consensus pseudo-labels: K samples per prompt, majority vote,
+  agreement, confidence filter, accuracy vs hidden gold, agreement histogram, JSONL
+* :mod:`.noisy_student`              -- the noisy-student study's config, run plan, per-condition
+  training sets and step budgets (re-exports the vote: ``pseudo_label``, ``consensus_label``)
+* :mod:`.noisy_student_report`       -- the study's report: accuracy + Wilson CI, McNemar / z-tests, PNGs
 
 Loops and their glue:
 

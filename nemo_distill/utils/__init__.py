@@ -7,4 +7,5 @@
                         resume from the latest, top-k retention by a metric
 * :mod:`.plot`       -- ``plot_metric_curves``: PNG curves from ``metrics.jsonl``
 * :mod:`.progress`   -- ``progress_bar``: tqdm on stderr that stays out of CI logs
+* :mod:`.stats`      -- Wilson interval, exact McNemar, two-proportion z-test (statsmodels)
 """
