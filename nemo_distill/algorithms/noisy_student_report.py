@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from nemo_distill.algorithms.pseudo_labels import PseudoLabelStats, format_agreement_table
+from nemo_distill.data.datasets import ProblemRecord
+from nemo_distill.environments.math import extract_answer, final_answer, math_reward
 from nemo_distill.utils.stats import DEFAULT_CONFIDENCE, estimate_proportion, mcnemar_exact, two_proportion_ztest
 
 
@@ -36,6 +38,16 @@ class ConditionEval:
     pseudo_label_accuracy: float | None = None  # accuracy of the pseudo-labels this condition trained on
     trainer: str | None = None  # "sft" / "grpo"; None for the untrained base model
     num_train_examples: int | None = None
+
+    @classmethod
+    def from_responses(cls, name: str, responses: list[str], test_records: list[ProblemRecord], *, use_math_verify: bool = True,
+                       **fields) -> "ConditionEval":
+        """Score one response per test record (``responses[i]`` answers ``test_records[i]``) with the
+        math reward: extracted answer vs the record's gold final answer. ``fields``: the optional ones."""
+        if len(responses) != len(test_records):
+            raise ValueError(f"condition {name!r}: {len(responses)} responses for {len(test_records)} test records; they pair up one to one")
+        correct = [math_reward(text, record.answer, use_math_verify=use_math_verify) == 1.0 for text, record in zip(responses, test_records)]
+        return cls(name, correct, [record.record_id for record in test_records], **fields)
 
 
 @dataclass(frozen=True)
@@ -242,3 +254,39 @@ def write_report(report: NoisyStudentReport, out_dir: str | Path, *, title: str 
     accuracy_png = plot_accuracy(report, out_dir / "accuracy.png")
     agreement_png = plot_agreement(report.pseudo_labels, out_dir / "agreement.png") if report.pseudo_labels is not None else None
     return ReportFiles(markdown, json_path, accuracy_png, agreement_png)
+
+
+def save_predictions(path: str | Path, responses: list[str], test_records: list[ProblemRecord], evaluation: ConditionEval) -> Path:
+    """One JSONL row per test item (record_id, problem, response, extracted answer, gold, correct),
+    written atomically: the evaluation phase's output, so a rerun can skip it (:func:`load_predictions`)."""
+    if not len(responses) == len(test_records) == len(evaluation.correct):
+        raise ValueError(f"{len(responses)} responses, {len(test_records)} test records and {len(evaluation.correct)} scores must pair up")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    with temporary.open("w") as handle:
+        for text, record, correct in zip(responses, test_records, evaluation.correct):
+            gold = final_answer(record.answer) if record.answer is not None else None
+            row = {"condition": evaluation.name, "record_id": record.record_id, "problem": record.problem, "response": text,
+                   "answer": extract_answer(text), "gold": gold, "correct": bool(correct)}
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    temporary.replace(path)
+    return path
+
+
+def load_predictions(path: str | Path, **fields) -> ConditionEval:
+    """The :class:`ConditionEval` of a :func:`save_predictions` file (``fields``: the optional ones)."""
+    path = Path(path)
+    rows = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}: line {number} is not valid JSON: {err}") from err
+            if not {"condition", "record_id", "correct"} <= set(rows[-1]):
+                raise ValueError(f"{path}: line {number} lacks condition / record_id / correct; was it written by save_predictions?")
+    names = {row["condition"] for row in rows}
+    if len(names) != 1:
+        raise ValueError(f"{path} holds predictions of {sorted(names) or 'no'} condition(s); expected exactly one")
+    return ConditionEval(names.pop(), [bool(row["correct"]) for row in rows], [row["record_id"] for row in rows], **fields)

@@ -6,7 +6,15 @@ import json
 
 import pytest
 
-from nemo_distill.algorithms.noisy_student_report import ConditionEval, build_report, format_markdown, write_report
+from nemo_distill.algorithms.noisy_student_report import (
+    ConditionEval,
+    build_report,
+    format_markdown,
+    load_predictions,
+    save_predictions,
+    write_report,
+)
+from nemo_distill.data.datasets import ProblemRecord
 from nemo_distill.algorithms.pseudo_labels import PseudoLabeledProblem, summarize_pseudo_labels
 from nemo_distill.utils.stats import two_proportion_ztest, wilson_interval
 
@@ -85,3 +93,20 @@ def test_write_report_files(tmp_path):
     assert data["pseudo_labels"]["histogram"][4] | {"agreement": 1.0, "accuracy": 1.0, "count": 2} == data["pseudo_labels"]["histogram"][4]
     without_labels = write_report(build_report(_evals()[:1]), tmp_path / "one")
     assert without_labels.agreement_png is None and without_labels.accuracy_png.is_file()
+
+
+def test_condition_eval_from_responses_and_predictions_roundtrip(tmp_path):
+    records = [ProblemRecord("Q0", "work\n#### 72", "t-0"), ProblemRecord("Q1", "1,000", "t-1"), ProblemRecord("Q2", "5", "t-2")]
+    responses = ["so 72 clips\n#### 72", "The answer is $1000.", "I think \\boxed{6}"]
+    evaluation = ConditionEval.from_responses("sft/baseline", responses, records, use_math_verify=False, trainer="sft")
+    assert (evaluation.correct, evaluation.item_ids, evaluation.trainer) == ([True, True, False], ["t-0", "t-1", "t-2"], "sft")
+    path = save_predictions(tmp_path / "eval" / "sft_baseline.jsonl", responses, records, evaluation)
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert rows[2] == {"condition": "sft/baseline", "record_id": "t-2", "problem": "Q2", "response": "I think \\boxed{6}",
+                       "answer": "6", "gold": "5", "correct": False}
+    assert load_predictions(path, trainer="sft") == evaluation
+    with pytest.raises(ValueError, match="2 responses for 3 test records"):
+        ConditionEval.from_responses("x", responses[:2], records)
+    path.write_text(path.read_text() + json.dumps({"condition": "other", "record_id": "t-3", "correct": True}) + "\n")
+    with pytest.raises(ValueError, match=r"\['other', 'sft/baseline'\] condition"):
+        load_predictions(path)
