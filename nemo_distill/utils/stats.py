@@ -80,7 +80,10 @@ def wilson_interval(successes: int, n: int, *, confidence: float = DEFAULT_CONFI
     from statsmodels.stats.proportion import proportion_confint
 
     low, high = proportion_confint(successes, n, alpha=1.0 - confidence, method="wilson")
-    return max(0.0, float(low)), min(1.0, float(high))  # clip float round-off at the bounds
+    # Clip float round-off: statsmodels gives e.g. low = 1e-17 for 0 successes; the interval must
+    # stay inside [0, 1] and contain the point estimate (plots draw p - low as an error bar).
+    proportion = successes / n
+    return max(0.0, min(float(low), proportion)), min(1.0, max(float(high), proportion))
 
 
 def estimate_proportion(successes: int, n: int, *, confidence: float = DEFAULT_CONFIDENCE) -> ProportionEstimate:

@@ -59,7 +59,7 @@ from nemo_distill.algorithms.noisy_student import (  # noqa: E402
     plan_runs,
     plan_training_budgets,
 )
-from nemo_distill.algorithms.pseudo_labels import PseudoLabeledProblem  # noqa: E402
+from nemo_distill.algorithms.pseudo_labels import PseudoLabelConfig, PseudoLabeledProblem  # noqa: E402
 from nemo_distill.config import ConfigError, validate  # noqa: E402
 from nemo_distill.data.datasets import ProblemRecord  # noqa: E402
 
@@ -199,3 +199,44 @@ def test_sft_gold_template_for_bare_gold_answers():
                                          unlabelled=[], pseudo_labels=None)) == _rows(LABELLED)
     with pytest.raises(ValueError, match="must contain"):
         build_condition_dataset("baseline", trainer="sft", sft_gold_template="####", **kwargs)
+
+
+def test_pieces_compose_without_training(tmp_path):
+    # splits -> pseudo-labels (fake sampler) -> condition sets -> budgets -> (fake) evaluation -> report files.
+    from nemo_distill.algorithms.noisy_student_report import ConditionEval, build_report, write_report
+    from nemo_distill.algorithms.pseudo_labels import generate_pseudo_labels, summarize_pseudo_labels
+    from nemo_distill.data.arithmetic import generate_arithmetic_problems
+    from nemo_distill.data.processors import ProcessedPrompt
+    from nemo_distill.data.splits import split_problems
+    from nemo_distill.models.generation.interfaces import GeneratedSample, GenerationOutput
+
+    class EveryOtherRight:  # a sampler right on even problems' 3 of 4 samples, wrong on odd ones
+        def generate(self, request):
+            samples = []
+            for index, ids in enumerate(request.prompt_token_ids):
+                gold = int(records_by_id[ids[0]].answer)
+                answers = [gold, gold, gold, gold + 1] if ids[0] % 2 == 0 else [gold + 1, gold + 2, gold, gold + 3]
+                samples += [GeneratedSample(index, [1], [-0.1], f"#### {a}", "stop") for a in answers[: request.sampling.n]]
+            return GenerationOutput(samples)
+
+    config = NoisyStudentConfig(conditions=["base", "baseline", "filtered", "oracle"], trainers=["sft", "grpo"],
+                                pseudo_label=PseudoLabelConfig(num_samples=4))
+    config.splits.num_labelled, config.splits.num_unlabelled, config.splits.num_test = 4, 8, 6
+    splits = split_problems(generate_arithmetic_problems(18, split="train"), config.splits)
+    records_by_id = dict(enumerate(splits.unlabelled))
+    prompts = [ProcessedPrompt(record, record.problem, record.problem, [i], False) for i, record in records_by_id.items()]
+    labels = generate_pseudo_labels(EveryOtherRight(), prompts, config.pseudo_label, show_progress=False).labels
+    stats = summarize_pseudo_labels(labels, min_agreement=config.pseudo_label.min_agreement)
+    assert (stats.num_confident, stats.confident_accuracy, stats.accuracy) == (4, 1.0, 0.5)
+    evals = []
+    for run in plan_runs(config):
+        data = build_condition_dataset(run.condition, trainer=run.trainer or "sft", labelled=splits.labelled,
+                                       unlabelled=splits.unlabelled, pseudo_labels=labels)
+        budget = plan_training_budgets({run.name: len(data)}, config.compute)[run.name]
+        assert len(data) == {"base": 0, "baseline": 4, "filtered": 8, "oracle": 12}[run.condition]
+        assert budget.steps == (0 if run.condition == "base" else -(-len(data) * 2 // 4))
+        correct = [i < min(len(data), 6) // 2 for i in range(6)]  # stand-in for the trained model's test answers
+        evals.append(ConditionEval(run.name, correct, [r.record_id for r in splits.test], trainer=run.trainer, num_train_examples=len(data)))
+    files = write_report(build_report(evals, pseudo_label_stats=stats), tmp_path)
+    assert "| grpo/filtered | grpo | 50.0% |" in files.markdown.read_text()
+    assert files.agreement_png.is_file()

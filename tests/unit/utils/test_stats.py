@@ -56,6 +56,11 @@ def test_estimate_proportion_and_edge_cases():
     assert wilson_interval(0, 0) == (0.0, 1.0)
     assert estimate_proportion(0, 0).proportion == 0.0
     assert wilson_interval(5, 5)[1] == 1.0
+    for n in range(1, 60):  # the interval always contains the estimate, exactly at 0 and 1
+        assert wilson_interval(0, n)[0] == 0.0 and wilson_interval(n, n)[1] == 1.0
+        for k in range(n + 1):
+            low, high = wilson_interval(k, n)
+            assert 0.0 <= low <= k / n <= high <= 1.0
     with pytest.raises(ValueError, match="successes=6, n=5"):
         wilson_interval(6, 5)
     with pytest.raises(ValueError, match="confidence"):
