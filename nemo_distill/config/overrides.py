@@ -85,6 +85,20 @@ def _missing_key_error(container: dict, parts: list[str], hint: str) -> ConfigEr
     return ConfigError(".".join(parts), hint)
 
 
+def _parse_error(overrides: list[str], err: Exception) -> ConfigError:
+    """A parse failure naming the key of the first override that does not parse (and why)."""
+    parser = _parser()
+    for override in overrides:
+        try:
+            parser.parse_overrides([override])
+        except Exception as one_err:
+            key = override.split("=", 1)[0].lstrip("+~").strip()
+            detail = str(one_err).splitlines()[0] if str(one_err) else type(one_err).__name__
+            return ConfigError(key, f"cannot parse the override {override!r}: {detail} (values use Hydra's grammar: "
+                               "quote strings with special characters, e.g. key='a b')")
+    return ConfigError("", f"cannot parse overrides {overrides}: {err}")
+
+
 def apply_overrides(cfg: DictConfig, overrides: Iterable[str]) -> DictConfig:
     """Return a new config with Hydra-style ``overrides`` applied in order."""
     overrides = list(overrides)
@@ -94,7 +108,7 @@ def apply_overrides(cfg: DictConfig, overrides: Iterable[str]) -> DictConfig:
     try:
         parsed = _parser().parse_overrides(overrides)
     except Exception as err:  # hydra's OverrideParseException carries the position of the error
-        raise ConfigError("", f"cannot parse overrides {overrides}: {err}") from err
+        raise _parse_error(overrides, err) from None
     for override in parsed:
         key = override.key_or_group
         parts = key.split(".")

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from nemo_distill.config.errors import UserError
+
 log = logging.getLogger(__name__)
 
 TRAINING_INFO = "training_info.json"
@@ -59,8 +61,11 @@ class CheckpointingConfig:
             raise ValueError(f"checkpointing.keep_top_k must be >= 1 or null, got {self.keep_top_k}")
 
 
-class CorruptCheckpointError(RuntimeError):
-    """A ``step_N`` checkpoint whose files do not match its manifest (or cannot be read)."""
+class CorruptCheckpointError(UserError, RuntimeError):
+    """A ``step_N`` checkpoint whose files do not match its manifest (or cannot be read).
+
+    A :class:`UserError`: entry points print it as one ``error:`` line (the damaged path and the fix).
+    """
 
 
 class NonFiniteCheckpointError(ValueError):
