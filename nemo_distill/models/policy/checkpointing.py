@@ -31,6 +31,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from nemo_distill.config.errors import UserError
 from nemo_distill.models.loading import load_tokenizer, resolve_model_path
 from nemo_distill.models.policy import weights
 
@@ -150,16 +151,22 @@ def load(worker: "PolicyWorker", path: Path) -> None:
 # -- scheduler and RNG state: data only, never code ----------------------------------------------
 
 
-class UnsafeCheckpointFileError(ValueError):
-    """A checkpoint file that cannot be read without arbitrary unpickling (it could run code)."""
+class UnsafeCheckpointFileError(UserError, ValueError):
+    """A checkpoint file that cannot be read without arbitrary unpickling (it could run code).
+
+    A :class:`UserError`: the fix is to delete the file, so entry points print it as an ``error:`` line.
+    """
 
     def __init__(self, path: Path, detail: str):
-        self.path = path
+        self.path, self.detail = path, detail
         super().__init__(
             f"refusing to load {path}: it is not a plain tensor/JSON file, and unpickling it could run arbitrary "
             f"code ({detail}). Delete it (or the whole checkpoint folder) if you did not write it; a file from a checkpoint "
             f"written before scheduler/RNG state became plain data can be deleted too (resume then skips that state)."
         )
+
+    def __reduce__(self):  # raised in a worker: Ray pickles it back to the driver
+        return (type(self), (self.path, self.detail))
 
 
 def _safe_torch_load(path: Path) -> object:
