@@ -107,7 +107,8 @@ def teacher_topk_for_rollouts(rt: Runtime, rollouts: RolloutBatch, step: int) ->
     max_len = context.max_teacher_sequence_length or cfg.teacher.max_total_sequence_length
     teacher_batch = build_context_teacher_batch(
         rollouts, cfg=context, template=resolve_teacher_prefix_template(context), tokenizer=rt.tokenizer,
-        max_teacher_sequence_length=max_len, chat_template_kwargs=dict(cfg.policy.tokenizer.chat_template_kwargs),
+        max_teacher_sequence_length=max_len, chat_template=cfg.policy.tokenizer.chat_template,
+        chat_template_kwargs=dict(cfg.policy.tokenizer.chat_template_kwargs),
     )
     if context.print_first_sample and step == rt.start_step:
         print(format_first_sample_debug(teacher_batch.inputs[0], rollouts.samples[0].text, rt.tokenizer), flush=True)

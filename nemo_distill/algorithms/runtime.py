@@ -287,8 +287,13 @@ def generation_throughput(rt: Runtime, response_lengths: list[int]) -> dict[str,
     return {"train/generated_tokens_per_sec": sum(response_lengths) / seconds} if seconds > 0 else {}
 
 
-def finish_step(rt: Runtime, step: int, metrics: dict[str, float], rows: list[dict[str, Any]]) -> None:
-    """End of every step: sample dump, validation when due, metrics line, checkpoint when due."""
+def finish_step(rt: Runtime, step: int, metrics: dict[str, float], rows: list[dict[str, Any]],
+                validate_fn: Callable[[Runtime, int], dict[str, float]] | None = None) -> None:
+    """End of every step: sample dump, validation when due, metrics line, checkpoint when due.
+
+    ``validate_fn`` adds the algorithm's own validation (SFT's validation loss) to the generation
+    accuracy of :func:`validate`, which runs when generation workers exist.
+    """
     metrics = {**metrics, **rt.timer.metrics(prefix="timing/train")}
     if rt.data_skipped_rows:
         metrics["data/skipped_rows"] = float(rt.data_skipped_rows)
@@ -300,9 +305,12 @@ def finish_step(rt: Runtime, step: int, metrics: dict[str, float], rows: list[di
     rt.logger.log_samples(rows[: rt.loop.num_train_samples_to_save], f"train_data_step{step}.jsonl")
     is_last = step == rt.max_steps
     loop = rt.loop
-    if rt.generation is not None and ((loop.val_period and step % loop.val_period == 0) or (is_last and loop.val_at_end)):
+    if (loop.val_period and step % loop.val_period == 0) or (is_last and loop.val_at_end):
         started = time.perf_counter()
-        metrics.update(validate(rt, step))
+        if validate_fn is not None:
+            metrics.update(validate_fn(rt, step))
+        if rt.generation is not None:
+            metrics.update(validate(rt, step))
         metrics["timing/validation/total"] = time.perf_counter() - started
     rt.logger.log_metrics(metrics, step=step)
     rt.history.append({"step": step, **metrics})

@@ -17,23 +17,30 @@ _ITEMS = ["apples", "marbles", "books", "stickers", "pencils", "shells", "coins"
 SPLITS = ("train", "validation")
 
 
-def _templates(rng: random.Random, max_operand: int) -> tuple[str, int]:
-    """One random problem and its integer answer: add, subtract, multiply, add-then-multiply, divide."""
+def _templates(rng: random.Random, max_operand: int) -> tuple[str, int, str]:
+    """One random problem, its integer answer and a worked solution ending ``#### answer``:
+    add, subtract, multiply, add-then-multiply, divide."""
     name, item = rng.choice(_NAMES), rng.choice(_ITEMS)
     a, b, c = (rng.randint(2, max_operand) for _ in range(3))
     kind = rng.randrange(5)
     if kind == 0:
-        return f"{name} has {a} {item} and gets {b} more. How many {item} does {name} have now?", a + b
+        answer = a + b
+        return (f"{name} has {a} {item} and gets {b} more. How many {item} does {name} have now?", answer,
+                f"{name} has {a} + {b} = {answer} {item}.")
     if kind == 1:
         big, small = max(a, b) + c, min(a, b)
-        return f"{name} had {big} {item} and gave away {small}. How many {item} are left?", big - small
+        return (f"{name} had {big} {item} and gave away {small}. How many {item} are left?", big - small,
+                f"{big} - {small} = {big - small} {item} are left.")
     if kind == 2:
-        return f"{name} buys {a} bags with {b} {item} in each bag. How many {item} is that in total?", a * b
+        return (f"{name} buys {a} bags with {b} {item} in each bag. How many {item} is that in total?", a * b,
+                f"{a} bags x {b} {item} = {a * b} {item}.")
     if kind == 3:
-        return (f"{name} has {a} {item}, then buys {b} boxes with {c} {item} each. "
-                f"How many {item} does {name} have?"), a + b * c
+        return ((f"{name} has {a} {item}, then buys {b} boxes with {c} {item} each. "
+                 f"How many {item} does {name} have?"), a + b * c,
+                f"The boxes hold {b} x {c} = {b * c} {item}, so {name} has {a} + {b * c} = {a + b * c} {item}.")
     total = a * b
-    return f"{name} shares {total} {item} equally among {a} friends. How many {item} does each friend get?", b
+    return (f"{name} shares {total} {item} equally among {a} friends. How many {item} does each friend get?", b,
+            f"{total} / {a} = {b} {item} each.")
 
 
 def _split_of(problem: str) -> str:
@@ -66,9 +73,11 @@ def generate_arithmetic_problems(num_samples: int, *, split: str, seed: int = 0,
                 f"cannot draw {num_samples} distinct {split} arithmetic problems with max_operand={max_operand}; "
                 "raise max_operand or lower num_samples"
             )
-        problem, answer = _templates(rng, max_operand)
+        problem, answer, worked = _templates(rng, max_operand)
         if problem in seen or _split_of(problem) != split:
             continue
         seen.add(problem)
-        records.append(ProblemRecord(problem=problem, answer=str(answer), record_id=f"arithmetic-{split}-{len(records)}"))
+        # metadata["response"]: the worked answer SFT trains on (GSM8K style, final line "#### answer")
+        records.append(ProblemRecord(problem=problem, answer=str(answer), record_id=f"arithmetic-{split}-{len(records)}",
+                                     metadata={"response": f"{worked}\n#### {answer}"}))
     return records

@@ -31,6 +31,7 @@ class DataSourceConfig:
     split: str | None = None  # split of a DatasetDict on disk (None: the split being loaded)
     problem_key: str = "problem"  # column holding the problem text
     answer_key: str = "answer"  # column holding the gold answer
+    response_key: str | None = None  # column holding a target response (SFT); built-in tasks give their worked answer
     prompt_file: str | None = None  # format string with one {} for the problem
     system_prompt_file: str | None = None  # text file with a system prompt, or null
     num_samples: int | None = None  # cap (built-in task: how many to generate; default 512 train / 64 validation)
@@ -50,6 +51,7 @@ class DataSourceOverrides:
     split: str | None = None
     problem_key: str | None = None
     answer_key: str | None = None
+    response_key: str | None = None
     prompt_file: str | None = None
     system_prompt_file: str | None = None
     num_samples: int | None = None
@@ -219,7 +221,18 @@ def load_problems(
             log.warning("%s: %s %s; skipped (data.on_bad_row=skip)", path, where, bad)
             records.skipped_rows += 1
             continue
-        records.append(ProblemRecord(problem=problem, answer=answer, record_id=f"{path.stem}-{split}-{number}"))
+        metadata = {}
+        if source.response_key is not None:
+            response = row.get(source.response_key) if isinstance(row, dict) else None
+            if not isinstance(response, str) or not response.strip():
+                bad = _BadRow(f"has no text under '{source.response_key}' (data.{split}.response_key), which SFT trains on")
+                if on_bad_row == "error":
+                    raise DataError(f"{path}: {where} {bad} (set data.on_bad_row=skip to skip such rows)") from None
+                log.warning("%s: %s %s; skipped (data.on_bad_row=skip)", path, where, bad)
+                records.skipped_rows += 1
+                continue
+            metadata["response"] = response
+        records.append(ProblemRecord(problem=problem, answer=answer, record_id=f"{path.stem}-{split}-{number}", metadata=metadata))
         if source.num_samples is not None and len(records) >= source.num_samples:
             break
     if not records:

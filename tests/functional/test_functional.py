@@ -1,4 +1,4 @@
-"""End-to-end runs of examples/run_distillation.py on CPU with tiny models (marker ``slow``)."""
+"""End-to-end runs of examples/run_{distillation,grpo,sft}.py on CPU with tiny models (marker ``slow``)."""
 
 from __future__ import annotations
 
@@ -23,8 +23,12 @@ NON_COLOCATED = ["cluster.colocated=false", "cluster.cpu_slots_per_node=2", "clu
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "script, extra",
-    [("distillation.sh", []), ("context_distillation.sh", []), ("distillation.sh", NON_COLOCATED)],
-    ids=["distillation", "context_distillation", "distillation-non-colocated"],
+    [("distillation.sh", []), ("context_distillation.sh", []), ("distillation.sh", NON_COLOCATED), ("grpo.sh", []),
+     ("grpo.sh", ["grpo.context_distillation.use_full_reward_baseline=false", "grpo.context_distillation.teacher_tau=0.1",
+                  "loss_fn.loss_type=dr_grpo", "loss_fn.beta=0.01"]),
+     ("sft.sh", [])],
+    ids=["distillation", "context_distillation", "distillation-non-colocated", "grpo", "grpo-token-level-teacher-reference",
+         "sft"],
 )
 def test_functional_script(script, extra, tmp_path):
     env = {**os.environ, "PYTHON": sys.executable, "WORK": str(tmp_path)}
