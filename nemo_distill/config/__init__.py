@@ -3,9 +3,13 @@
 * :mod:`.loader`    -- ``load_config(path)``: follows ``defaults:``, ``_override_`` sections,
   resolvers ``add``, ``mul``, ``div``, ``max``.
 * :mod:`.overrides` -- ``apply_overrides(cfg, ["a.b=1", "+new=2", "++x=3", "~a.c"])``.
+* :mod:`.interpolation` -- which ``${...}`` is interpolated (resolver calls, dotted references;
+  never in ``*_template`` fields) and which is text (``${problem}$``); ``\\${`` escapes.
 * :mod:`.schema`    -- ``validate(cfg, SchemaDataclass)``: unknown keys, types, bounds.
-* :mod:`.cli`       -- ``parse_cli(argv, schema)``: ``--config PATH [--print-config] overrides...``.
-* :mod:`.errors`    -- ``ConfigError(ValueError)``, which always names the key path.
+* :mod:`.cli`       -- ``parse_command_line(argv, schema, check=...)``: ``--config PATH [--print-config]
+  overrides...``; ``run_main(main)``: user mistakes -> one ``error:`` line, exit 2.
+* :mod:`.errors`    -- ``UserError`` (a mistake the user fixes), ``ConfigError(UserError, ValueError)``
+  which always names the key path, ``DataError`` for data and prompt files.
 
 Each section's dataclass lives next to the code that uses it; the algorithm composes them.
 """
