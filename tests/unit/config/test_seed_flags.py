@@ -10,6 +10,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from nemo_distill.algorithms.distillation_config import DistillationMasterConfig
+from nemo_distill.algorithms.grpo_config import GRPOMasterConfig
 from nemo_distill.config import ConfigError, apply_overrides
 from nemo_distill.config.cli import parse_command_line
 from nemo_distill.config.schema import validate, with_schema_defaults
@@ -278,6 +279,43 @@ def test_every_target_key_exists_in_the_code():
     checked = sorted(key for key in targets if not key.startswith("grpo.") and key not in grpo_only)
     assert len(checked) >= 15
     assert [key for key in checked if not schema_has_key(DistillationMasterConfig, key)] == []
+
+
+def test_every_target_key_exists_in_the_grpo_schema():
+    targets = {key for row in SEED_FLAGS for key in row.ours} | {item.split("=")[0] for row in SEED_FLAGS for item in row.implies}
+    assert [key for key in sorted(targets) if not schema_has_key(GRPOMasterConfig, key)] == []
+
+
+def test_seed_000_run_validates_as_a_grpo_config():
+    """Seed 000's A2 run with every flag kind, through the GRPO schema (8 GPUs: 2 + 2 + 4)."""
+    argv = shlex.split(
+        "--model.name Qwen/Qwen3-4B-Instruct-2507 --max_steps 400 --seq_len 16884 --orchestrator.sampling.max_tokens 8192 "
+        "--orchestrator.batch_size 256 --orchestrator.rollouts_per_example 16 --orchestrator.advantage.use-full-reward-baseline "
+        "--trainer.model.lora.rank 16 --trainer.model.lora.alpha 64 --trainer.optim.lr 1e-5 --trainer.optim.betas1 0.85 "
+        "--trainer.optim.betas2 0.9 --trainer.optim.max_norm 1.0 --inference_gpu_ids 0,1 --teacher_gpu_ids 2,3 "
+        "--trainer_gpu_ids 4,5,6,7 --inference.parallel.dp 2 --teacher_inference.parallel.tp 2 --trainer.loss.adv_tau 1.0 "
+        "--trainer.loss.teacher_tau 0.01 --trainer.loss.student_tau 0.01 --orchestrator.advantage.kl-only-incorrect "
+        "--orchestrator.buffer.skip-verification --orchestrator.env.id sokoban-env --orchestrator.teacher_model.eval_baseline "
+        "--orchestrator.sampling.temperature 0.7 --orchestrator.seed 3 --wandb.name cd-task1.0-kl0.01"
+    ) + ["--orchestrator.teacher_model.context", "Think step by step before answering.\n\n"]
+    overrides, rest = translate_seed_flags(argv, schema=GRPOMasterConfig)
+    assert rest == []
+    base = with_schema_defaults(OmegaConf.create({"cluster": {"gpus_per_node": 8}}), GRPOMasterConfig)
+    cfg = validate(apply_overrides(base, overrides), GRPOMasterConfig)
+    mix = cfg.grpo.context_distillation
+    assert (mix.adv_tau, mix.teacher_tau, mix.student_tau) == (1.0, 0.01, 0.01)
+    assert (mix.use_full_reward_baseline, mix.kl_only_incorrect, mix.eval_baseline) == (True, True, True)
+    assert mix.context == "Think step by step before answering.\n\n"
+    assert (cfg.env.type, cfg.env.skip_verification) == ("sokoban", True)
+    assert (cfg.grpo.num_prompts_per_step, cfg.grpo.num_generations_per_prompt, cfg.grpo.max_num_steps, cfg.grpo.seed) == (16, 16, 400, 3)
+    assert (cfg.policy.train_global_batch_size, cfg.policy.max_total_sequence_length) == (256, 16884)
+    assert (cfg.policy.generation.max_new_tokens, cfg.policy.generation.temperature) == (8192, 0.7)
+    assert (cfg.policy.optimizer.lr, cfg.policy.optimizer.betas, cfg.policy.max_grad_norm) == (1e-5, [0.85, 0.9], 1.0)
+    assert (cfg.policy.lora.enabled, cfg.policy.lora.rank, cfg.policy.lora.alpha) == (True, 16, 64)
+    assert cfg.policy.model_name == cfg.teacher.model_name == "Qwen/Qwen3-4B-Instruct-2507"
+    assert (cfg.cluster.colocated, cfg.cluster.role_slot_ids("teacher"), cfg.cluster.inference_dp) == (False, [2, 3], 2)
+    assert cfg.teacher.dtensor_cfg.tensor_parallel_size == 2
+    assert (cfg.logger.wandb_enabled, cfg.logger.wandb.name) == (True, "cd-task1.0-kl0.01")
 
 
 def test_schema_has_key():
