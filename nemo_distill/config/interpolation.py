@@ -22,7 +22,7 @@ silently replaced. The rule here is:
 loader and the override parser call it); :func:`protect_template_fields` applies rule 1 with the
 schema at hand (:func:`nemo_distill.config.schema.validate` calls it). The resolved config that
 ``--print-config`` prints and checkpoints save as ``config.yaml`` holds final values, so any
-``${`` left in them is written escaped (``\${``) and reads back as the same text.
+``${`` left in them is written escaped (``\\${``) and reads back as the same text.
 """
 
 from __future__ import annotations
