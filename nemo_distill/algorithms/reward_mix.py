@@ -79,8 +79,8 @@ def mixed_advantages(cfg: ContextDistillationRewardConfig, task_rewards: torch.T
     """Seed 002's advantages from ``[N]`` task rewards and ``[N, T]`` teacher / student token log-probs on ``mask``."""
     mask = mask.to(torch.float32)
     # Off-mask entries may hold anything (padding); zero them with where, not a product (0 * inf = NaN).
-    teacher_token_logprobs = torch.where(mask != 0, teacher_token_logprobs.float(), 0.0)
-    student_token_logprobs = torch.where(mask != 0, student_token_logprobs.float(), 0.0)
+    teacher_token_logprobs = torch.where(mask != 0, teacher_token_logprobs, torch.zeros_like(teacher_token_logprobs))
+    student_token_logprobs = torch.where(mask != 0, student_token_logprobs, torch.zeros_like(student_token_logprobs))
     teacher_sums = (teacher_token_logprobs * mask).sum(dim=1)
     student_sums = (student_token_logprobs * mask).sum(dim=1)
     gates = kl_gates(task_rewards, group_size) if cfg.kl_only_incorrect else torch.ones_like(task_rewards, dtype=torch.float32)
