@@ -144,10 +144,14 @@ class Logger:
         """Append ``{"step": step, **metrics}`` to metrics.jsonl and forward to the other sinks.
 
         Values must be numbers (Python, numpy or 0-d tensors); anything else is skipped, because
-        every sink (JSONL curves, TensorBoard scalars) plots numbers only.
+        every sink (JSONL curves, TensorBoard scalars) plots numbers only. A non-finite value
+        (NaN, +-inf: a diverged or skipped step) is written as ``null`` in metrics.jsonl, so the
+        file stays strict JSON (Python's ``NaN``/``Infinity`` tokens break other readers); the
+        stdout line, TensorBoard and W&B still get the float.
         """
         numeric = {name: number for name, value in metrics.items() if (number := _as_float(value)) is not None}
-        self._metrics_file.write(json.dumps({"step": step, **numeric}) + "\n")
+        row = {"step": step, **{name: value if math.isfinite(value) else None for name, value in numeric.items()}}
+        self._metrics_file.write(json.dumps(row, allow_nan=False) + "\n")
         self._metrics_file.flush()
         if self.cfg.stdout_enabled:
             print(format_step_line(step, numeric), flush=True)

@@ -24,7 +24,8 @@ def plot_metric_curves(metrics_jsonl: Path, metric_names: list[str], out_png: Pa
     for row in read_metrics_file(metrics_jsonl):
         for name in metric_names:
             if name in row and "step" in row:
-                series[name][int(row["step"])] = float(row[name])
+                # null = a non-finite value (Logger.log_metrics): a gap in the curve
+                series[name][int(row["step"])] = float("nan") if row[name] is None else float(row[name])
     present = [name for name in metric_names if series[name]]
     for name in metric_names:
         if not series[name]:

@@ -208,3 +208,25 @@ def test_format_validation_samples_shows_the_first_n_rows():
     assert "gold answer" not in format_validation_samples([{"problem": "p", "answer": None, "response": "r", "reward": 0.0}], 1)
     with pytest.raises(ValueError, match="num_val_samples_to_print"):
         format_validation_samples(rows, -1)
+
+
+def test_non_finite_values_are_written_as_null_so_metrics_jsonl_stays_strict_json(tmp_path):
+    logger = Logger(_quiet(), tmp_path)
+    logger.log_metrics({"train/loss": float("nan"), "train/grad_norm": float("inf"), "a/neg": -np.inf,
+                        "a/tensor": torch.tensor(float("nan")), "train/lr": 1e-3}, step=1)
+    logger.close()
+    text = (tmp_path / "metrics.jsonl").read_text()
+    for token in ("NaN", "Infinity"):
+        assert token not in text
+    strict = json.loads(text, parse_constant=lambda token: pytest.fail(f"non-JSON token {token}"))
+    assert strict == {"step": 1, "train/loss": None, "train/grad_norm": None, "a/neg": None, "a/tensor": None, "train/lr": 1e-3}
+
+
+def test_a_null_metric_is_a_gap_in_the_curves(tmp_path):
+    from nemo_distill.utils.plot import plot_metric_curves
+
+    logger = Logger(_quiet(), tmp_path)
+    for step, loss in enumerate([1.0, float("nan"), 0.5], start=1):
+        logger.log_metrics({"train/loss": loss}, step=step)
+    logger.close()
+    assert plot_metric_curves(tmp_path / "metrics.jsonl", ["train/loss"], tmp_path / "curves.png").is_file()
