@@ -12,6 +12,7 @@ get_topk_logits        same sharding                               dp shards con
 save/load_checkpoint   same path to every rank (a collective)      -
 export_weight_buckets  every rank (a collective)                   rank 0's object refs
 offload / onload       every rank                                  -
+reset                  every rank                                  -
 =====================  ==========================================  ======================================
 """
 
@@ -122,6 +123,10 @@ class PolicyWorkerGroup:
 
     def peak_memory_gib(self) -> list[float]:
         return self.workers.call_all("peak_memory_gib")
+
+    def reset(self, optimizer_cfg=None, scheduler_cfg=None, total_steps: int | None = None) -> None:
+        """Every worker back to its initial weights with a fresh optimizer and schedule (:meth:`PolicyWorker.reset`)."""
+        self.workers.call_all("reset", optimizer_cfg=optimizer_cfg, scheduler_cfg=scheduler_cfg, total_steps=total_steps)
 
     def shutdown(self) -> None:
         self.workers.shutdown()

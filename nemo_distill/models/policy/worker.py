@@ -12,6 +12,7 @@ checkpointing -> tensor parallel (needs plain ``nn.Linear``) -> FSDP2 (wraps the
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
@@ -24,14 +25,17 @@ from nemo_distill.data.batch import TokenBatch
 from nemo_distill.models.loading import load_causal_lm, resolve_dtype
 from nemo_distill.models.policy import checkpointing, context_parallel, weights
 from nemo_distill.models.policy.collectives import all_reduce_sum, all_reduce_sum_dict
-from nemo_distill.models.policy.config import PolicyConfig, TeacherConfig
+from nemo_distill.models.policy.config import OptimizerConfig, PolicyConfig, SchedulerConfig, TeacherConfig
 from nemo_distill.models.policy.grad_norm import clip_grad_norm
+from nemo_distill.models.policy.head_scoring import ChunkedHeadUnsupported, score_with_chunked_head
 from nemo_distill.models.policy.interfaces import LossFunction, RankInfo, StepCounts, TopkLogits, TrainMetrics
-from nemo_distill.models.policy.logprobs import token_logprobs
+from nemo_distill.models.policy.logprobs import head_token_logprobs, head_topk, token_logprobs
 from nemo_distill.models.policy.lora import apply_lora, lora_scale
 from nemo_distill.models.policy.lr_schedule import lr_multiplier
 from nemo_distill.models.policy.parallel import apply_fsdp2, apply_tensor_parallel, build_mesh, sum_head_local_grads
 from nemo_distill.models.policy.vocab_parallel import gather_vocab_shards, topk_over_vocab_shards
+
+log = logging.getLogger(__name__)
 
 OFFLOAD_EVENTS = ("offload_model", "onload_model", "offload_optimizer", "onload_optimizer")
 
@@ -131,10 +135,15 @@ class PolicyWorker:
                                                weight_decay=opt.weight_decay)
             self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_multiplier(cfg.scheduler, total_steps))
         self.offload_events: list[str] = []  # call order of offload/onload, checked by tests
+        # Scoring applies the output embedding chunk by chunk (no [B, T, V] logits) unless the model
+        # failed head_scoring's self-check; TP (vocab-sharded head) and CP always use full logits.
+        self.chunked_head = self.layout.tp_size == 1 and self.layout.cp_size == 1
         self._transfer_buffer: torch.Tensor | None = None  # packed refit bucket (GPU transports), reused
         self._transfer_group = None  # rank 0's process group with the generation workers (broadcast refit)
         if init_checkpoint is not None:
             self.load_checkpoint(init_checkpoint)
+        # What reset() restores: the trainable parameters as this rank holds them now (see reset).
+        self._initial_trainable_state = self._snapshot_trainable_state() if trainable else None
 
     # ------------------------------------------------------------------ forward helpers
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
@@ -164,6 +173,18 @@ class PolicyWorker:
             local = self.model(input_ids=input_ids, position_ids=position_ids, use_cache=False).logits
         full = context_parallel.gather_load_balanced(local, self.layout.cp_group, dim=1)
         return full[:, :seq_len]
+
+    def _score_with_chunked_head(self, batch: TokenBatch, score):
+        """``score(hidden [b, t, H], head)`` from one forward (:mod:`.head_scoring`), or None when this
+        worker must use full logits (TP/CP, or a model whose logits are not ``head(hidden)``)."""
+        if not self.chunked_head:
+            return None
+        try:
+            return score_with_chunked_head(self.model, batch.input_ids, batch.attention_mask, score)
+        except ChunkedHeadUnsupported as error:
+            log.warning("scoring with full [B, T, V] logits from now on: %s", error)
+            self.chunked_head = False
+            return None
 
     def _forward_logits(self, batch: TokenBatch) -> torch.Tensor:
         """``[b, t, V]`` logits over the full vocabulary, identical on every rank of a tp/cp group."""
@@ -245,8 +266,12 @@ class PolicyWorker:
         pieces = []
         for micro in batch.to(self.device).micro_batches(self.cfg.logprob_batch_size):
             trimmed = micro.trim_padding()
-            logits = self._forward_logits(trimmed)
-            scores = token_logprobs(logits, trimmed.input_ids, self.cfg.logprob_chunk_size, temperature=temperature)
+            chunk = self.cfg.logprob_chunk_size
+            scores = self._score_with_chunked_head(
+                trimmed, lambda hidden, head: head_token_logprobs(hidden, head, trimmed.input_ids, chunk, temperature=temperature))
+            if scores is None:
+                logits = self._forward_logits(trimmed)
+                scores = token_logprobs(logits, trimmed.input_ids, chunk, temperature=temperature)
             logprobs = torch.where(trimmed.attention_mask.bool(), scores.float(), 0.0)
             logprobs[:, 0] = 0.0
             pieces.append(_pad_rows(logprobs, batch.seq_len).cpu())
@@ -270,20 +295,28 @@ class PolicyWorker:
         values, indices = [], []
         for micro in batch.to(self.device).micro_batches(self.cfg.logprob_batch_size):
             trimmed = micro.trim_padding()
-            logits = self._forward_local_logits(trimmed)
-            row_values, row_indices = [], []
-            for start in range(0, logits.shape[1], self.cfg.logprob_chunk_size):
-                chunk = logits[:, start : start + self.cfg.logprob_chunk_size].float() / temperature
-                top_values, top_indices = topk_over_vocab_shards(chunk, k, tp_group)
-                row_values.append(top_values)
-                row_indices.append(top_indices)
+            top = self._score_with_chunked_head(
+                trimmed, lambda hidden, head: head_topk(hidden, head, k, self.cfg.logprob_chunk_size, temperature=temperature))
+            if top is None:
+                top = self._full_logits_topk(trimmed, k, temperature, tp_group)
             valid = trimmed.attention_mask.bool().unsqueeze(-1)
-            chunk_values = torch.where(valid, torch.cat(row_values, dim=1), 0.0)
-            chunk_indices = torch.where(valid, torch.cat(row_indices, dim=1), 0)
+            chunk_values = torch.where(valid, top[0], 0.0)
+            chunk_indices = torch.where(valid, top[1], 0)
             values.append(_pad_rows(chunk_values, batch.seq_len).cpu())
             indices.append(_pad_rows(chunk_indices, batch.seq_len).cpu())
         self.model.train(self.trainable)
         return TopkLogits(values=torch.cat(values), indices=torch.cat(indices).long())
+
+    def _full_logits_topk(self, batch: TokenBatch, k: int, temperature: float, tp_group) -> tuple[torch.Tensor, torch.Tensor]:
+        """Top-k from the full (under TP: vocab-sharded) logits, ``logprob_chunk_size`` fp32 rows at a time."""
+        logits = self._forward_local_logits(batch)
+        row_values, row_indices = [], []
+        for start in range(0, logits.shape[1], self.cfg.logprob_chunk_size):
+            chunk = logits[:, start : start + self.cfg.logprob_chunk_size].float() / temperature
+            top_values, top_indices = topk_over_vocab_shards(chunk, k, tp_group)
+            row_values.append(top_values)
+            row_indices.append(top_indices)
+        return torch.cat(row_values, dim=1), torch.cat(row_indices, dim=1)
 
     # ------------------------------------------------------------------ checkpoints and weights
     def save_checkpoint(self, path: str, *, save_optimizer: bool = True) -> None:
@@ -437,6 +470,46 @@ class PolicyWorker:
 
     def peak_memory_gib(self) -> float:
         return torch.cuda.max_memory_allocated() / 2**30 if self.device.type == "cuda" else 0.0
+
+    # ------------------------------------------------------------------ reset to the initial weights
+    def _snapshot_trainable_state(self) -> dict[str, torch.Tensor]:
+        """CPU copies of this rank's LOCAL pieces of every trainable parameter.
+
+        Frozen parameters (LoRA's base weights) never change, so only trainable ones are kept: with
+        LoRA that is the adapters, with full fine-tuning every parameter. Under FSDP2 / TP a
+        parameter is a DTensor and only its local shard is copied, so the memory is the rank's share.
+        """
+        state = {}
+        for name, param in self.model.named_parameters():
+            if param.requires_grad:
+                local = param.to_local() if hasattr(param, "to_local") else param
+                state[name] = local.detach().to("cpu", copy=True)
+        return state
+
+    @torch.no_grad()
+    def reset(self, optimizer_cfg: OptimizerConfig | None = None, scheduler_cfg: SchedulerConfig | None = None,
+              total_steps: int | None = None) -> None:
+        """Back to the weights this worker started with, with a fresh AdamW and LR schedule.
+
+        Every trainable parameter's local shard is copied back in place (the DTensor wrappers,
+        FSDP2's hooks and the refit plumbing stay as they are); gradients are dropped; the optimizer
+        is rebuilt from ``optimizer_cfg`` (default: ``cfg.optimizer``), so its state is empty, and
+        the scheduler from ``scheduler_cfg`` / ``total_steps`` (defaults: ``cfg.scheduler`` and no
+        horizon). Lets one cluster train several runs from the same initial weights (the
+        noisy-student study's conditions). A collective only in that every rank must call it.
+        """
+        if not self.trainable:
+            raise RuntimeError("reset() called on a frozen (trainable=False) worker")
+        for name, param in self.model.named_parameters():
+            if name in self._initial_trainable_state:
+                local = param.to_local() if hasattr(param, "to_local") else param
+                local.copy_(self._initial_trainable_state[name].to(local.device))
+                param.grad = None
+        opt = optimizer_cfg if optimizer_cfg is not None else self.cfg.optimizer
+        self.optimizer = torch.optim.AdamW(self.trainable_parameters(), lr=opt.lr, betas=tuple(opt.betas), eps=opt.eps,
+                                           weight_decay=opt.weight_decay)
+        sched = scheduler_cfg if scheduler_cfg is not None else self.cfg.scheduler
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_multiplier(sched, total_steps))
 
     def shutdown(self) -> None:
         """Leave the process group (lets a test process or a reused actor start another group)."""
