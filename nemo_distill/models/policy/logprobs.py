@@ -102,3 +102,55 @@ def token_entropy(logits: torch.Tensor, chunk_size: int | None = None, *, temper
         pieces.append(-(logprobs.exp() * logprobs).sum(-1))
     body = torch.cat(pieces, dim=1) if pieces else logits.new_zeros((batch_size, 0), dtype=compute_dtype(logits))
     return torch.nn.functional.pad(body, (1, 0))
+
+
+# ---------------------------------------------------------------------------------------------
+# Scoring from hidden states: the output embedding applied a chunk of rows at a time, so neither
+# the model's logits nor their fp32 copy ever exist for a whole micro-batch ([B, chunk, V] only).
+
+
+def head_token_logprobs(
+    hidden: torch.Tensor, head: Callable[[torch.Tensor], torch.Tensor], input_ids: torch.Tensor, chunk_size: int,
+    *, temperature: float = 1.0,
+) -> torch.Tensor:
+    """Token-layout log-probs ``[B, T]`` (fp32) from the final hidden states, as :func:`token_logprobs`
+    gives from ``head(hidden)``; no gradient path (scoring only).
+
+    Args:
+        hidden: ``[B, T, H]`` final (normed) hidden states; row ``t`` predicts ``input_ids[:, t + 1]``.
+        head: the output embedding, ``[b, rows, H] -> [b, rows, V]`` raw logits.
+        input_ids: ``[B, T]`` the tokens being scored.
+        chunk_size: rows per ``head`` call.
+
+    Entry 0 is 0; padding entries hold meaningless values: mask them.
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    batch_size, seq_len = input_ids.shape
+    pieces = [hidden.new_zeros((batch_size, 1), dtype=torch.float32)]
+    for rows in row_chunks(batch_size, max(seq_len - 1, 0), 1, chunk_size):
+        targets = input_ids[:, rows.start + 1 : rows.stop + 1].long()
+        pieces.append(_selected_rows(head(hidden[:, rows]), targets, temperature).float())
+    return torch.cat(pieces, dim=1)
+
+
+def head_topk(
+    hidden: torch.Tensor, head: Callable[[torch.Tensor], torch.Tensor], k: int, chunk_size: int, *, temperature: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``([B, T, k] fp32 values, [B, T, k] int64 ids)``: the ``k`` largest of ``head(hidden) / temperature``
+    per row (descending), computed ``chunk_size`` rows at a time; row ``t`` describes token ``t + 1``.
+
+    The top-k runs on the head's own dtype (bf16 on GPU: no fp32 ``[B, chunk, V]`` copy); only the
+    ``k`` winners are upcast, then divided by ``temperature`` (a positive scale keeps the order).
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    values, indices = [], []
+    for rows in row_chunks(hidden.shape[0], hidden.shape[1], 1, chunk_size):
+        top = torch.topk(head(hidden[:, rows]), k, dim=-1)
+        values.append(top.values.float() / temperature)
+        indices.append(top.indices)
+    if not values:
+        empty = hidden.new_zeros((hidden.shape[0], 0, k), dtype=torch.float32)
+        return empty, empty.long()
+    return torch.cat(values, dim=1), torch.cat(indices, dim=1)

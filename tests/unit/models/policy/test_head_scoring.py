@@ -1,0 +1,98 @@
+"""Scoring through the chunked output embedding equals scoring full logits, never runs the head on
+more than ``chunk`` rows (besides the model's own last row), and refuses models whose logits are
+not ``head(hidden)``. In-process, one tiny model, fp32 on CPU."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nemo_distill.models.loading import load_causal_lm
+from nemo_distill.models.policy.head_scoring import ChunkedHeadUnsupported, score_with_chunked_head
+from nemo_distill.models.policy.logprobs import head_token_logprobs, head_topk, token_logprobs
+
+SEQ_LEN = 7
+
+
+@pytest.fixture(scope="module")
+def model(tiny_model_dir):
+    return load_causal_lm(tiny_model_dir, dtype=torch.float32, device="cpu").eval()
+
+
+def _batch(vocab_size: int):
+    generator = torch.Generator().manual_seed(0)
+    input_ids = torch.randint(0, vocab_size, (3, SEQ_LEN), generator=generator)
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[1, -2:] = 0
+    return input_ids, attention_mask
+
+
+def _brute_force(model, input_ids, attention_mask, temperature: float):
+    """float64 log-softmax of the full logits: top-k values/ids and token log-probs."""
+    with torch.no_grad():
+        logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits.double() / temperature
+    logprobs = torch.log_softmax(logits, dim=-1)
+    picked = logprobs[:, :-1].gather(-1, input_ids[:, 1:, None]).squeeze(-1)
+    return logits, torch.nn.functional.pad(picked, (1, 0))
+
+
+@pytest.mark.parametrize("chunk", [1, 3, SEQ_LEN + 5])
+def test_chunked_head_matches_full_logits(model, chunk):
+    input_ids, attention_mask = _batch(model.config.vocab_size)
+    temperature, k = 0.7, 5
+    logits64, logprobs64 = _brute_force(model, input_ids, attention_mask, temperature)
+    rows_seen: list[int] = []
+    hook = model.get_output_embeddings().register_forward_hook(lambda m, args, out: rows_seen.append(args[0].shape[1]))
+    try:
+        with torch.no_grad():
+            values, indices = score_with_chunked_head(
+                model, input_ids, attention_mask, lambda hidden, head: head_topk(hidden, head, k, chunk, temperature=temperature))
+            logprobs = score_with_chunked_head(
+                model, input_ids, attention_mask,
+                lambda hidden, head: head_token_logprobs(hidden, head, input_ids, chunk, temperature=temperature))
+    finally:
+        hook.remove()
+    expected = torch.topk(logits64, k, dim=-1)
+    assert torch.equal(indices, expected.indices)
+    torch.testing.assert_close(values.double(), expected.values, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(logprobs.double(), logprobs64, rtol=1e-5, atol=1e-5)
+    assert logprobs.dtype == values.dtype == torch.float32
+    # every head call saw at most `chunk` rows: [B, T, V] logits never existed
+    assert max(rows_seen) <= min(chunk, SEQ_LEN)
+    # the same as the library's full-logits path
+    with torch.no_grad():
+        full = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+    torch.testing.assert_close(logprobs, token_logprobs(full, input_ids, chunk, temperature=temperature).float())
+
+
+class _ScaledLogits(torch.nn.Module):
+    """A model that changes its logits after the head (like Gemma's soft-capping)."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def get_output_embeddings(self):
+        return self.inner.get_output_embeddings()
+
+    def forward(self, **kwargs):
+        output = self.inner(**kwargs)
+        output.logits = output.logits * 2.0
+        return output
+
+
+def test_models_that_transform_logits_after_the_head_are_refused(model):
+    input_ids, attention_mask = _batch(model.config.vocab_size)
+    with torch.no_grad(), pytest.raises(ChunkedHeadUnsupported, match="transforms its logits"):
+        score_with_chunked_head(_ScaledLogits(model), input_ids, attention_mask, lambda hidden, head: head_topk(hidden, head, 2, 3))
+    # the hooks are gone: a plain forward gives full logits again
+    with torch.no_grad():
+        assert model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits.shape[1] == SEQ_LEN
+
+
+def test_head_scoring_rejects_bad_temperature(model):
+    hidden = torch.zeros(1, 2, model.config.hidden_size)
+    with pytest.raises(ValueError, match="temperature"):
+        head_topk(hidden, model.get_output_embeddings(), 2, 1, temperature=0.0)
+    with pytest.raises(ValueError, match="temperature"):
+        head_token_logprobs(hidden, model.get_output_embeddings(), torch.zeros(1, 2, dtype=torch.long), 1, temperature=-1.0)
