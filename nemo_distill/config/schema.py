@@ -9,6 +9,7 @@ resolved config and the dataclass together and builds the typed object, failing 
 * a value has the wrong type (naming key, value and expected type),
 * a ``Literal`` value is not one of the allowed ones,
 * a number breaks a bound declared as ``field(metadata={"ge": 0})`` (``ge``/``gt``/``le``/``lt``),
+  or is NaN/inf in a field declared ``metadata={"finite": True}``,
 * a section's ``__post_init__`` raises ``ValueError`` (its message is kept).
 
 A value derived by interpolation (``policy.train_global_batch_size: ${mul:${distillation.num_prompts_per_step},2}``)
@@ -20,6 +21,7 @@ the keys it came from. ``*_template`` fields are never interpolated (see :mod:`.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -129,6 +131,8 @@ def build_dataclass(cls: type[T], values: dict, path: str = "") -> T:
 def _check_field(field: dataclasses.Field, hint: Any, value: Any, key_path: str) -> Any:
     """``value`` converted to the field's type, with its declared bounds checked."""
     converted = _convert(value, hint, key_path)
+    if field.metadata.get("finite") and isinstance(converted, float) and not math.isfinite(converted):
+        raise ConfigError(key_path, f"value {converted!r} must be a finite number")
     for bound, (check, symbol) in _BOUNDS.items():
         if bound in field.metadata and converted is not None and not check(converted, field.metadata[bound]):
             raise ConfigError(key_path, f"value {converted!r} must be {symbol} {field.metadata[bound]}")

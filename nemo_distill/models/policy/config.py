@@ -54,10 +54,10 @@ class LoraConfig:
 class OptimizerConfig:
     """AdamW."""
 
-    lr: float = field(default=1.0e-5, metadata={"gt": 0.0})  # peak learning rate
+    lr: float = field(default=1.0e-5, metadata={"gt": 0.0, "finite": True})  # peak learning rate
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # (beta1, beta2)
-    eps: float = field(default=1.0e-8, metadata={"gt": 0.0})
-    weight_decay: float = field(default=0.0, metadata={"ge": 0.0})  # decoupled (AdamW) decay
+    eps: float = field(default=1.0e-8, metadata={"gt": 0.0, "finite": True})
+    weight_decay: float = field(default=0.0, metadata={"ge": 0.0, "finite": True})  # decoupled (AdamW) decay
 
     def __post_init__(self) -> None:
         for name in ("lr", "eps", "weight_decay"):
