@@ -124,7 +124,7 @@ def train(rt: Runtime) -> None:
     """Steps ``start_step .. max_steps``: the distillation body; the runtime does the rest."""
     cfg, timer = rt.cfg, rt.timer
     dist = cfg.distillation
-    colocated = cfg.cluster.colocated
+    offload = rt.offload_each_step  # cluster.offload, resolved at set-up (False when not colocated)
     sampling = SamplingParams.from_config(cfg.policy.generation, n=dist.num_generations_per_prompt)
     loss_fn = TopkDistillationLoss(cfg.loss_fn.kl_type, cfg.loss_fn.mixed_kl_weight, cfg.loss_fn.zero_outside_topk,
                                    temperature=sampling_temperature(cfg))
@@ -139,14 +139,18 @@ def train(rt: Runtime) -> None:
                     pad_token_id=rt.tokenizer.pad_token_id, max_total_length=cfg.policy.max_total_sequence_length,
                 )
             with timer.time("teacher_topk"):
-                if colocated:
+                if offload:
                     # Free the student's optimizer memory before the teacher runs on the same GPUs.
-                    rt.policy.offload_optimizer()
-                    rt.frozen.onload_to_device()
+                    with timer.time("offload/optimizer_to_cpu"):
+                        rt.policy.offload_optimizer()
+                    with timer.time("offload/teacher_to_gpu"):
+                        rt.frozen.onload_to_device()
                 extras, context_metrics = teacher_topk_for_rollouts(rt, rollouts, step)
-                if colocated:
-                    rt.frozen.offload_to_cpu()
-                    rt.policy.onload_optimizer()
+                if offload:
+                    with timer.time("offload/teacher_to_cpu"):
+                        rt.frozen.offload_to_cpu()
+                    with timer.time("offload/optimizer_to_gpu"):
+                        rt.policy.onload_optimizer()
             with timer.time("policy_training"):
                 rollouts.token_batch.extras.update(extras)
                 result = train_policy(rt, rollouts.token_batch, loss_fn)

@@ -31,6 +31,7 @@ from nemo_distill.config import ConfigError
 from nemo_distill.data.dataloader import PromptDataLoader
 from nemo_distill.data.datasets import load_problems, resolve_source
 from nemo_distill.data.processors import ProcessedPrompt, PromptProcessor, load_prompt_file, load_system_prompt
+from nemo_distill.distributed.offload import resolve_offload
 from nemo_distill.distributed.ray_init import init_ray
 from nemo_distill.distributed.virtual_cluster import RayVirtualCluster
 from nemo_distill.environments.registry import build_environment
@@ -80,6 +81,7 @@ class Runtime:
     timer: Timer
     start_step: int  # first step this process runs (1-based); > 1 after a resume
     num_trainer_workers: int
+    offload_each_step: bool = True  # colocated roles move on/off the GPU every step (cluster.offload, resolved at set-up)
     data_skipped_rows: int = 0
     generation_is_stale: bool = True  # the policy changed since the generation workers last got its weights
     consecutive_skipped_steps: int = 0
@@ -209,6 +211,8 @@ def build_runtime(
         train_loader=train_loader, policy=policy, frozen=frozen_group, generation=generation, refitter=refitter, cluster=cluster,
         environment=environment, logger=logger, run_dir=run_dir, checkpoints=checkpoints, timer=Timer(), start_step=start_step,
         num_trainer_workers=cluster.num_slots("trainer"), data_skipped_rows=skipped_train + skipped_val,
+        offload_each_step=resolve_offload(cfg.cluster.offload, colocated=cfg.cluster.colocated, uses_gpus=cfg.cluster.uses_gpus,
+                                          memory=lambda: policy.workers.call_all("device_memory_info")),
         skipped_steps=int(info.get("skipped_steps", 0)),
     )
 
@@ -234,14 +238,17 @@ def refit_if_stale(rt: Runtime) -> None:
 
 @contextmanager
 def generation_awake(rt: Runtime) -> Iterator[None]:
-    """Colocated mode: generation workers hold GPU memory only while they sample."""
-    if rt.cfg.cluster.colocated:
-        rt.generation.wake_up()
+    """Colocated mode: generation workers hold GPU memory only while they sample (unless ``cluster.offload``
+    keeps them resident: ``rt.offload_each_step``)."""
+    if rt.offload_each_step:
+        with rt.timer.time("offload/generation_wake_up"):
+            rt.generation.wake_up()
     try:
         yield
     finally:
-        if rt.cfg.cluster.colocated:
-            rt.generation.sleep()
+        if rt.offload_each_step:
+            with rt.timer.time("offload/generation_sleep"):
+                rt.generation.sleep()
 
 
 def train_policy(rt: Runtime, batch, loss_fn) -> TrainMetrics:

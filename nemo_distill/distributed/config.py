@@ -28,7 +28,8 @@ ROLES: tuple[str, ...] = ("inference", "teacher", "trainer")
 
 @dataclass
 class ClusterConfig:
-    """``cluster``: nodes, slots per node and the role -> slot placement."""
+    """``cluster``: nodes, slots per node, the role -> slot placement, and (``offload``) whether
+    colocated roles move memory off the GPU every step."""
 
     num_nodes: int = field(default=1, metadata={"ge": 1})  # machines in the Ray cluster used by this run
     gpus_per_node: int = field(default=0, metadata={"ge": 0})  # 0 = CPU mode: every slot is a CPU worker
@@ -41,6 +42,10 @@ class ClusterConfig:
     num_cpus: int | None = field(default=None, metadata={"ge": 1})  # CPUs of a locally started cluster (None: all)
     env_vars: dict[str, str] = field(default_factory=dict)  # extra environment variables for every worker
     inference_dp: int | None = field(default=None, metadata={"ge": 1})  # seed-001 --inference.parallel.dp: checked, inferred when null
+    # colocated only. always: every step move the trainer's AdamW moments and the teacher's weights
+    # on/off the GPU and sleep/wake generation; never: all resident; auto: decided once at set-up from
+    # measured free GPU memory (nemo_distill.distributed.offload). On CPU the moves are no-ops.
+    offload: Literal["auto", "always", "never"] = "auto"
 
     def __post_init__(self) -> None:
         self.check_placement()

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import bisect
 import logging
+import os
 from typing import Any, Callable, Iterable, Mapping
 
 import torch
@@ -44,6 +45,7 @@ from nemo_distill.models.generation.interfaces import (
 )
 from nemo_distill.models.generation.weight_transfer import WeightReceiver, tensor_nbytes
 from nemo_distill.models.loading import TokenizerConfig, load_causal_lm, load_tokenizer, resolve_dtype
+from nemo_distill.utils.cpu_threads import configure_cpu_threads
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +150,8 @@ class HFGenerationWorker(WeightReceiver):
 
         self.cfg = cfg
         self.device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+        if self.device.type == "cpu":  # Ray gives a fractional-CPU actor 1 thread; replicas of this group run together
+            configure_cpu_threads(int(os.environ.get("WORLD_SIZE", "1")))
         self.dtype = resolve_dtype(precision, self.device)
         self.tokenizer = load_tokenizer(model_name, tokenizer_cfg)
         self.model = load_causal_lm(model_name, dtype=self.dtype, device=self.device).eval()

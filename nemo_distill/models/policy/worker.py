@@ -34,6 +34,7 @@ from nemo_distill.models.policy.lora import apply_lora, lora_scale
 from nemo_distill.models.policy.lr_schedule import lr_multiplier
 from nemo_distill.models.policy.parallel import apply_fsdp2, apply_tensor_parallel, build_mesh, sum_head_local_grads
 from nemo_distill.models.policy.vocab_parallel import gather_vocab_shards, topk_over_vocab_shards
+from nemo_distill.utils.cpu_threads import configure_cpu_threads
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,8 @@ class PolicyWorker:
         self.trainable = trainable
         self.model_name = model_name or cfg.model_name
         self.device = _pick_device()
+        if self.device.type == "cpu":  # Ray gives a fractional-CPU actor 1 thread; the roles take turns
+            configure_cpu_threads(int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1"))))
         dtensor = cfg.dtensor_cfg
         if dtensor.context_parallel_size > 1 and self.device.type != "cuda":
             raise ValueError(
@@ -453,6 +456,14 @@ class PolicyWorker:
         self.offload_events.append("onload_optimizer")
         if self.optimizer is not None and self.device.type == "cuda" and not self.cfg.dtensor_cfg.cpu_offload:
             self._move_optimizer_state(self.device)
+
+    def device_memory_info(self) -> dict[str, int]:
+        """``free_bytes`` / ``total_bytes`` of this rank's GPU (0 on CPU) and ``optimizer_bytes``: the AdamW
+        moments (two per trainable element, in the parameter's dtype) this rank holds once training starts."""
+        local = [param.to_local() if hasattr(param, "to_local") else param for param in self.trainable_parameters()]
+        optimizer_bytes = 2 * sum(t.numel() * t.element_size() for t in local) if self.optimizer is not None else 0
+        free, total = torch.cuda.mem_get_info(self.device) if self.device.type == "cuda" else (0, 0)
+        return {"free_bytes": int(free), "total_bytes": int(total), "optimizer_bytes": int(optimizer_bytes)}
 
     def get_offload_events(self) -> list[str]:
         """Offload/onload calls so far, in order (each one of :data:`OFFLOAD_EVENTS`)."""
