@@ -1,5 +1,6 @@
 # Two commands do all set-up on a fresh machine (see README):
 #   make demo   -- context self-distillation of the embedded SmolLM2-135M-Instruct on CPU
+#   make demo-context -- few-shot -> zero-shot context distillation (reward mix) of the same model on CPU
 #   make test   -- the whole test suite CI runs
 PYTHON ?= python3
 VENV ?= .venv
@@ -7,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.nemo_distill_installed
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-unit test-functional clean-venv
+.PHONY: setup demo demo-context test test-unit test-functional clean-venv
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,6 +25,9 @@ setup: $(STAMP)
 
 demo: setup
 	$(PY) examples/run_distillation.py --config configs/recipes/llm/context-self-distillation-smollm2-cpu.yaml $(ARGS)
+
+demo-context: setup
+	$(PY) examples/run_grpo.py --config configs/context_distill_fewshot_cpu.yaml $(ARGS)
 
 test: setup
 	$(PY) -m pytest tests/unit tests/functional -q -rs $(PYTEST_ARGS)
