@@ -34,6 +34,11 @@ fail-fast rule over all of them.
 
 Typed groups (``PolicyWorkerGroup``, ``GenerationWorkerGroup``) wrap this class so that callers
 never touch Ray.
+
+Test hook: with ``NEMO_DISTILL_TEST_KILL_WORKER_AT_CALL=role:rank:method:n`` in the driver's
+environment (forwarded to every worker by ``init_ray``), the worker of that role and rank SIGKILLs
+itself when ``method`` is called for the ``n``-th time (e.g. ``trainer:0:train:2``: in the second
+training step). The reliability tests use it to kill a worker mid-step; it is never set otherwise.
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ from nemo_distill.distributed.virtual_cluster import RayVirtualCluster
 log = logging.getLogger(__name__)
 
 _ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")  # Ray colours its remote tracebacks
+TEST_KILL_ENV = "NEMO_DISTILL_TEST_KILL_WORKER_AT_CALL"  # test hook, see the module docstring
 POLL_INTERVAL_S = 0.5  # how often a waiting call wakes up (keeps Ctrl-C responsive)
 STARTUP_TIMEOUT_S = 300.0  # a host process that is not running after this long cannot be scheduled
 
@@ -116,6 +122,8 @@ class WorkerHost:
     def __init__(self, env: dict[str, str]):
         os.environ.update(env)
         self.worker: Any = None
+        self._test_kill: tuple[str, int] | None = None  # (method, n): see TEST_KILL_ENV
+        self._calls: Counter[str] = Counter()
 
     def node_ip_and_free_port(self) -> tuple[str, int]:
         import ray
@@ -133,16 +141,38 @@ class WorkerHost:
     def construct(self, env: dict[str, str], worker_cls: type, worker_kwargs: dict[str, Any]) -> int:
         """Build the worker object with the rank environment in place; return this process's pid."""
         os.environ.update(env)
+        self._test_kill = parse_test_kill(os.environ.get(TEST_KILL_ENV, ""), os.environ.get("NEMO_DISTILL_ROLE", ""),
+                                          int(os.environ.get("RANK", "-1")))
         self.worker = worker_cls(**worker_kwargs)
         return os.getpid()
 
     def call(self, method: str, packed: tuple[tuple, dict]) -> Any:
+        self._count_call(method)
         args, kwargs = packed
         return getattr(self.worker, method)(*args, **kwargs)
 
     def call_with_first(self, method: str, first: Any, packed: tuple[tuple, dict]) -> Any:
+        self._count_call(method)
         args, kwargs = packed
         return getattr(self.worker, method)(first, *args, **kwargs)
+
+    def _count_call(self, method: str) -> None:
+        self._calls[method] += 1
+        if self._test_kill == (method, self._calls[method]):
+            import signal
+
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def parse_test_kill(spec: str, role: str, rank: int) -> tuple[str, int] | None:
+    """``(method, n)`` when ``spec`` (``role:rank:method:n``, see :data:`TEST_KILL_ENV`) targets this worker."""
+    if not spec:
+        return None
+    parts = spec.split(":")
+    if len(parts) != 4 or not parts[1].isdigit() or not parts[3].isdigit():
+        raise ValueError(f"{TEST_KILL_ENV}={spec!r}: expected role:rank:method:n, e.g. trainer:0:train:2")
+    target_role, target_rank, method, n = parts
+    return (method, int(n)) if (target_role, int(target_rank)) == (role, rank) else None
 
 
 def _local_ranks(node_ids: list[str]) -> list[int]:

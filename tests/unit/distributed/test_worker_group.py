@@ -275,3 +275,32 @@ def test_seed_001_style_placement_puts_the_trainer_on_its_own_gpu(ray_cluster):
         for group in groups:
             group.shutdown()
         cluster.shutdown()
+
+
+def test_test_kill_hook_targets_one_role_rank_and_method_call():
+    from nemo_distill.distributed.worker_group import parse_test_kill
+
+    assert parse_test_kill("", "trainer", 0) is None
+    assert parse_test_kill("trainer:0:train:2", "trainer", 0) == ("train", 2)
+    assert parse_test_kill("trainer:0:train:2", "trainer", 1) is None
+    assert parse_test_kill("trainer:0:train:2", "teacher", 0) is None
+    for bad in ("trainer:0:train", "trainer:x:train:2", "trainer:0:train:two"):
+        with pytest.raises(ValueError, match="NEMO_DISTILL_TEST_KILL_WORKER_AT_CALL.*role:rank:method:n"):
+            parse_test_kill(bad, "trainer", 0)
+
+
+def test_test_kill_hook_sigkills_the_worker_at_the_nth_call():
+    import subprocess
+
+    child = (
+        "from nemo_distill.distributed.worker_group import WorkerHost\n"
+        "class W:\n"
+        "    def m(self, x):\n"
+        "        return x\n"
+        "host = WorkerHost({'NEMO_DISTILL_ROLE': 'inference', 'NEMO_DISTILL_TEST_KILL_WORKER_AT_CALL': 'inference:1:m:3'})\n"
+        "host.construct({'RANK': '1'}, W, {})\n"
+        "for i in range(5):\n"
+        "    print(host.call('m', ((i,), {})) if i % 2 else host.call_with_first('m', i, ((), {})), flush=True)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=60)
+    assert result.returncode == -signal.SIGKILL and result.stdout.split() == ["0", "1"], result.stderr
