@@ -23,6 +23,8 @@ Loops and their glue:
 * :mod:`.distillation_config`        -- typed config of run_distillation.py and cross-section checks
 * :mod:`.distillation_loss`          -- the trainer-facing top-k distillation loss
 * :mod:`.distillation`               -- the distillation loop: setup -> train -> cleanup
+* :mod:`.noisy_student_pipeline`     -- the noisy-student study end to end on one cluster (runs the SFT and
+  GRPO loops per condition after ``PolicyWorkerGroup.reset``; resumable phases, report)
 
 To add an algorithm: a ``<name>_config.py`` composing the section dataclasses, a loss object with
 ``__call__(logits, batch, *, counts: StepCounts)`` built from :mod:`.loss_functions`, and a
