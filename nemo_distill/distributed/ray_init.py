@@ -13,12 +13,26 @@ Which cluster, in order:
 Every worker process gets the environment of :func:`worker_env_vars` through the job's
 ``runtime_env``: the repo on ``PYTHONPATH`` (workers import ``nemo_distill`` even when it is not
 installed), the driver's offline/cache settings, and ``cluster.env_vars``.
+
+Cleanup when the driver dies (a local cluster must not outlive the run that started it):
+
+* SIGTERM (``kill``, ``scancel``, ``ray_bare.sub``'s cleanup) becomes ``SystemExit(143)``, so the
+  runtime's ``finally`` blocks stop the workers and Ray's ``atexit`` hook shuts the local cluster
+  down;
+* SIGKILL runs nothing in the driver, and Ray's dashboard and runtime-env agents would survive it.
+  A small watchdog process (:data:`_WATCHDOG`) holds a pipe from the driver and tracks the
+  driver's descendants; when the pipe closes (the driver exited, however) it ends the ones still
+  running, by pid and start time (a reused pid is never touched).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
+import subprocess
+import sys
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -106,3 +120,96 @@ def init_ray(cluster_cfg: ClusterConfig | None = None) -> None:
         configure_logging=False,
     )
     log.info("started a local Ray cluster: %s", ray.cluster_resources())
+    exit_on_sigterm()
+    start_cleanup_watchdog()
+
+
+def exit_on_sigterm() -> bool:
+    """SIGTERM raises ``SystemExit(143)`` in the main thread, so ``finally`` blocks and ``atexit`` run.
+
+    Ray's driver handler (``sys.exit(15)``, installed by ``ray.init``) is replaced so the exit code
+    says "terminated" the usual way (128 + 15); any other Python handler is left alone (returns
+    False), as is everything off the main thread. A second SIGTERM during the cleanup ends the
+    process at once.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    current = signal.getsignal(signal.SIGTERM)
+    ours_or_rays = getattr(current, "__name__", "") in ("_nemo_distill_sigterm", "sigterm_handler") and \
+        getattr(current, "__module__", "").startswith(("ray.", __name__))
+    if callable(current) and not ours_or_rays:
+        return False  # a Python handler someone installed on purpose
+
+    def _nemo_distill_sigterm(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        log.warning("SIGTERM: stopping the workers and the local Ray cluster")
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _nemo_distill_sigterm)
+    return True
+
+
+# Runs in its own session (a killpg of the driver's group leaves it alive to clean up). argv: the
+# driver's pid. Every 2 s it records the driver's descendants as (pid, start time); at EOF on stdin
+# it SIGTERMs those still running, then SIGKILLs what is left after 5 s.
+_WATCHDOG = r"""
+import os, select, signal, sys, time
+
+driver = int(sys.argv[1])
+
+def table():
+    procs = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat") as handle:
+                    fields = handle.read().rsplit(")", 1)[1].split()
+                procs[int(name)] = (int(fields[1]), int(fields[19]))  # (ppid, start time)
+            except (OSError, IndexError, ValueError):
+                pass
+    return procs
+
+def descendants():
+    procs, found, frontier = table(), {}, [driver]
+    while frontier:
+        parent = frontier.pop()
+        for pid, (ppid, start) in procs.items():
+            if ppid == parent and pid not in found and pid != os.getpid():
+                found[pid] = start
+                frontier.append(pid)
+    return found
+
+def alive(targets):
+    procs = table()
+    return [pid for pid, start in targets.items() if pid in procs and procs[pid][1] == start]
+
+targets = {}
+while True:
+    targets.update(descendants())
+    if select.select([sys.stdin], [], [], 2.0)[0] and not sys.stdin.buffer.read1(4096):
+        break
+for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 0.0)):
+    for pid in alive(targets):
+        try:
+            os.kill(pid, sig)
+        except OSError:
+            pass
+    deadline = time.monotonic() + wait
+    while alive(targets) and time.monotonic() < deadline:
+        time.sleep(0.1)
+"""
+
+
+def start_cleanup_watchdog() -> subprocess.Popen | None:
+    """Start the watchdog of the module docstring (Linux only); it exits after the driver does."""
+    if not Path("/proc/self/stat").is_file():
+        return None
+    watchdog = subprocess.Popen([sys.executable, "-c", _WATCHDOG, str(os.getpid())], stdin=subprocess.PIPE,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    # Keep the write end open for the life of the driver: the OS closes it when the driver exits.
+    global _WATCHDOG_PROCESS
+    _WATCHDOG_PROCESS = watchdog
+    return watchdog
+
+
+_WATCHDOG_PROCESS: subprocess.Popen | None = None

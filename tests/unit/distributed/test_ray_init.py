@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -64,3 +68,87 @@ def test_workers_get_the_runtime_env(ray_cluster):
     env = ray.get(read_env.remote())
     assert str(REPO_ROOT) in env["PYTHONPATH"].split(os.pathsep)
     assert env["HF_HUB_OFFLINE"] == "1"
+
+
+DRIVER = r"""
+import os, sys, time
+from pathlib import Path
+sys.path.insert(0, sys.argv[2])
+from nemo_distill.distributed.config import ClusterConfig
+from nemo_distill.distributed.ray_init import init_ray
+init_ray(ClusterConfig(ray_address="local", gpus_per_node=0, num_cpus=1))
+import ray
+
+@ray.remote(num_cpus=0)
+class Actor:
+    def pid(self):
+        return os.getpid()
+
+actor = Actor.remote()
+ray.get(actor.pid.remote())
+try:
+    time.sleep(3)  # the watchdog has seen every process by now (it looks every 2 s)
+    print("ready", flush=True)
+    time.sleep(300)
+finally:
+    Path(sys.argv[1]).write_text("the driver's finally ran")
+"""
+
+
+def _process_table() -> dict[int, tuple[int, int]]:
+    """``{pid: (ppid, start time)}`` from /proc."""
+    table = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                fields = open(f"/proc/{name}/stat").read().rsplit(")", 1)[1].split()
+                table[int(name)] = (int(fields[1]), int(fields[19]))
+            except (OSError, IndexError, ValueError):
+                pass
+    return table
+
+
+def _descendants(root: int) -> dict[int, int]:
+    table, found, frontier = _process_table(), {}, [root]
+    while frontier:
+        parent = frontier.pop()
+        for pid, (ppid, start) in table.items():
+            if ppid == parent and pid not in found:
+                found[pid] = start
+                frontier.append(pid)
+    return found
+
+
+def _still_running(processes: dict[int, int]) -> list[int]:
+    table = _process_table()
+    return [pid for pid, start in processes.items() if pid in table and table[pid][1] == start]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="the cleanup watchdog reads /proc (Linux)")
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_a_killed_driver_leaves_no_ray_process_behind(sig, tmp_path):
+    """kill / kill -9 of the driver alone (not its process group): the local cluster it started
+    (GCS, raylet, dashboard and runtime-env agents, workers) is gone within 20 s; on SIGTERM the
+    driver's ``finally`` runs and it exits 143."""
+    marker = tmp_path / "finally"
+    driver = subprocess.Popen([sys.executable, "-c", DRIVER, str(marker), str(REPO_ROOT)], stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, text=True)
+    started: dict[int, int] = {}
+    try:
+        assert driver.stdout.readline().strip() == "ready"
+        started = _descendants(driver.pid)
+        assert len(started) >= 4, started  # gcs, raylet, agents, the watchdog, a worker
+        driver.send_signal(sig)
+        assert driver.wait(timeout=60) == (143 if sig == signal.SIGTERM else -signal.SIGKILL)
+        deadline = time.time() + 20
+        while _still_running(started) and time.time() < deadline:
+            time.sleep(0.5)
+        left = {pid: open(f"/proc/{pid}/cmdline").read().replace("\0", " ")[:80] for pid in _still_running(started)}
+        assert left == {}, f"still running 20 s after the driver died: {left}"
+        assert marker.is_file() == (sig == signal.SIGTERM)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+        for pid in _still_running(started):  # only processes this test started
+            os.kill(pid, signal.SIGKILL)
