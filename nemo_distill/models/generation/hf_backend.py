@@ -126,7 +126,12 @@ def finalize_response(
         contains = lambda length: _first_stop_end(decode(token_ids[:length]), stop_strings) is not None  # noqa: E731
         end = bisect.bisect_left(range(end + 1), True, key=contains)
         reason, cut_text_at_stop = "stop", True
-    text = decode(token_ids[:end])
+    text_tokens = token_ids[:end]
+    if reason == "stop" and not cut_text_at_stop and text_tokens[-1] in eos_token_ids:
+        # the EOS ends the text even when the tokenizer does not mark it special (an extra EOS id
+        # from generation_config.json): an EOS-only response is the empty text
+        text_tokens = text_tokens[:-1]
+    text = decode(text_tokens)
     if cut_text_at_stop:
         text = text[: _first_stop_end(text, stop_strings or [])]
     return token_ids[:end], logprobs[:end], text, reason
