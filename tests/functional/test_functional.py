@@ -123,9 +123,12 @@ def test_sigkill_at_random_points_then_resume_matches_an_uninterrupted_sampled_r
 
     seed = random.randrange(2**31)
     rng, log = random.Random(seed), [f"kill points from random seed {seed}"]
+    kills = 0
     for _ in range(2):
         if not _kill_at_a_random_point(args("killed"), tmp_path / "killed" / "ckpt", rng, log):
             break
+        kills += 1
+    assert kills >= 1, f"{log}: the run finished before any kill"
     final = subprocess.run(args("killed"), capture_output=True, text=True, timeout=600)
     assert final.returncode == 0, f"{log}\n" + final.stdout[-3000:] + final.stderr[-3000:]
 

@@ -33,7 +33,7 @@ FAKE_RAY = f"""#!/bin/bash
 if [[ $1 == start ]]; then
     port=$(printf '%s\\n' "$@" | sed -n 's/^--port=//p')
     echo $$ > "$FAKE_RAY_PID_FILE"
-    exec {sys.executable} -c "import socket, time; s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('127.0.0.1', $port)); s.listen(); time.sleep(600)"
+    exec {sys.executable} -c "import socket, time; s = socket.socket(); s.bind(('127.0.0.1', $port)); s.listen(); time.sleep(600)"
 fi
 if [[ $1 == status ]]; then
     printf 'Node status\\nActive:\\n 1 node_fake\\nPending:\\nResources\\n 0.0/2.0 CPU\\n 0.0/0.0 GPU\\n'
@@ -92,8 +92,9 @@ def test_the_job_exits_with_the_driver_code_and_stops_ray(fake_slurm, command, c
 def test_sigterm_stops_the_driver_and_ray_and_exits_143(fake_slurm):
     env, tmp_path = fake_slurm
     marker = tmp_path / "driver-started"
-    job = subprocess.Popen(["bash", str(LAUNCHER)], env={**env, "COMMAND": f"echo $$ > {marker}.pid; touch {marker}; sleep 600"}, stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, text=True)
+    command = f"echo $$ > {marker}.pid; touch {marker}; sleep 600"
+    job = subprocess.Popen(["bash", str(LAUNCHER)], env={**env, "COMMAND": command}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           text=True)
     deadline = time.time() + 30
     while not marker.is_file():
         assert job.poll() is None and time.time() < deadline, job.stdout.read() if job.poll() is not None else "no driver"
