@@ -31,6 +31,8 @@ def load_metrics(path: str | Path) -> dict[str, dict[int, float]]:
         for name, value in row.items():
             if name != "step" and isinstance(value, (int, float)):
                 series.setdefault(name, {})[step] = float(value)
+            elif name != "step" and value is None:  # a non-finite value (Logger.log_metrics writes null): fails every bound
+                series.setdefault(name, {})[step] = float("nan")
     return series
 
 

@@ -34,3 +34,13 @@ def test_missing_metric_is_failure_naming_it(metrics_file):
 def test_no_builtins(metrics_file):
     [failure] = check(metrics_file, ["__import__('os') is None"])
     assert "error" in failure
+
+
+
+def test_a_null_value_is_nan_and_fails_bounds(tmp_path):
+    # Logger.log_metrics writes a non-finite value as null: the step must not vanish from the checks
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1, "train/loss": 0.5}\n{"step": 2, "train/loss": null}\n')
+    loss = load_metrics(path)["train/loss"]
+    assert loss[1] == 0.5 and loss[2] != loss[2]  # NaN
+    assert len(check(path, ["last('train/loss') < 5", "value('train/loss', 2) > -1"])) == 2
