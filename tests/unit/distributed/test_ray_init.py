@@ -152,3 +152,24 @@ def test_a_killed_driver_leaves_no_ray_process_behind(sig, tmp_path):
             driver.kill()
         for pid in _still_running(started):  # only processes this test started
             os.kill(pid, signal.SIGKILL)
+
+
+def test_exit_on_sigterm_raises_system_exit_143_and_leaves_a_users_handler_alone():
+    from nemo_distill.distributed.ray_init import exit_on_sigterm
+
+    original = signal.getsignal(signal.SIGTERM)
+    try:
+        def users_handler(signum, frame):
+            pass
+
+        signal.signal(signal.SIGTERM, users_handler)
+        assert exit_on_sigterm() is False and signal.getsignal(signal.SIGTERM) is users_handler
+
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        assert exit_on_sigterm() is True
+        with pytest.raises(SystemExit) as exit_info:
+            signal.getsignal(signal.SIGTERM)(signal.SIGTERM, None)
+        assert exit_info.value.code == 143
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # a second SIGTERM ends the process at once
+    finally:
+        signal.signal(signal.SIGTERM, original)
