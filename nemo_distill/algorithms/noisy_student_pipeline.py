@@ -374,7 +374,7 @@ def run_study(cfg: NoisyStudentMasterConfig, config_yaml: str) -> StudyResult:
                 evaluate(run.name, folder)
                 ran.append(run.name)
                 continue
-            _train_and_evaluate(cfg, run, folder, splits, labels_for, runtime, prompts, evaluate, phases, runs)
+            _train_and_evaluate(cfg, run, folder, splits, labels_for, runtime, prompts, evaluate, phases)
             ran.append(run.name)
     finally:
         if state["rt"] is not None:
@@ -398,7 +398,7 @@ def _label_prompts_stub(records: list[ProblemRecord]) -> list[ProcessedPrompt]:
 
 
 def _train_and_evaluate(cfg, run: ConditionRun, folder: Path, splits: DataSplits, labels_for, runtime, prompts, evaluate,
-                        phases: PhaseLog, runs: list[ConditionRun]) -> None:
+                        phases: PhaseLog) -> None:
     """One condition: its training set and budget, reset + train with the shared loop, save, evaluate."""
     study = cfg.noisy_student
     round_labels = labels_for(run.trainer, run.round) if study.needs_pseudo_labels else None
@@ -408,23 +408,29 @@ def _train_and_evaluate(cfg, run: ConditionRun, folder: Path, splits: DataSplits
     budget = plan_training_budgets({name: len(records) for name, records in datasets.items()}, study.compute)[run.condition]
     records = training_records(datasets[run.condition], run.trainer)
     batch = study.compute.batch_size
-    if budget.steps and len(records) < batch:
-        raise ConfigError("noisy_student.compute.batch_size", f"is {batch} but condition {run.name} has only {len(records)} training "
-                          "problems; lower the batch size or enlarge the splits")
+    note = None
+    if 0 < len(records) < batch:  # known only once the labels exist: say so rather than stop a long study here
+        note = f"{len(records)} training problems, fewer than one batch of noisy_student.compute.batch_size={batch}: not trained"
+    elif not records:
+        note = "no training problems: not trained"
+    steps = 0 if note else budget.steps
     t0 = time.perf_counter()
     rt = runtime()
-    run_cfg = trainer_config(runtime_config(cfg), run.trainer, max(budget.steps, 1), len(records))
-    loop = getattr(run_cfg, run.trainer)
-    updates = grpo_algorithm.samples_per_update_ratio(run_cfg) if run.trainer == "grpo" else 1
-    retarget_runtime(rt, cfg=run_cfg, loop=loop, train_prompts=prompts(records), run_dir=folder,
-                     optimizer_cfg=optimizer_for(cfg, run.trainer), total_steps=budget.steps * updates)
-    if budget.steps:
-        print(f"noisy-student: {run.name}: {budget.steps} steps on {len(records)} problems ({budget.epochs:.2f} epochs)", flush=True)
+    if steps:
+        run_cfg = trainer_config(runtime_config(cfg), run.trainer, steps, len(records))
+        loop = getattr(run_cfg, run.trainer)
+        updates = grpo_algorithm.samples_per_update_ratio(run_cfg) if run.trainer == "grpo" else 1
+        retarget_runtime(rt, cfg=run_cfg, loop=loop, train_prompts=prompts(records), run_dir=folder,
+                         optimizer_cfg=optimizer_for(cfg, run.trainer), total_steps=steps * updates)
+        print(f"noisy-student: {run.name}: {steps} steps on {len(records)} problems ({budget.epochs:.2f} epochs)", flush=True)
         (sft_algorithm.train if run.trainer == "sft" else grpo_algorithm.train)(rt)
+        rt.logger.close()
+        plot_metric_curves(folder / "metrics.jsonl", run_cfg.logger.plot_metrics, folder / "curves.png")
     else:
-        print(f"noisy-student: {run.name}: no training data; evaluating the initial weights", flush=True)
-    rt.logger.close()
-    plot_metric_curves(folder / "metrics.jsonl", run_cfg.logger.plot_metrics, folder / "curves.png")
+        print(f"noisy-student: {run.name}: {note}; evaluating the initial weights", flush=True)
+        folder.mkdir(parents=True, exist_ok=True)
+        rt.policy.reset()
+        rt.generation_is_stale = True
     relabels = study.rounds > 1 and run.condition == study.relabel_with and run.round < study.rounds
     if cfg.pipeline.save_checkpoints or relabels:
         checkpoint = folder / "checkpoint"
@@ -432,10 +438,10 @@ def _train_and_evaluate(cfg, run: ConditionRun, folder: Path, splits: DataSplits
         rt.policy.save_checkpoint(str(checkpoint), save_optimizer=False)
     train_seconds = time.perf_counter() - t0
     info = {"name": run.name, "condition": run.condition, "trainer": run.trainer, "round": run.round, "num_train_examples": len(records),
-            "steps": budget.steps, "epochs": budget.epochs, "train_seconds": round(train_seconds, 2),
-            "pseudo_label_accuracy": labels_accuracy(run.condition, round_labels)}
+            "steps": steps, "epochs": budget.epochs if steps else 0.0, "train_seconds": round(train_seconds, 2),
+            "pseudo_label_accuracy": labels_accuracy(run.condition, round_labels), "note": note}
     (folder / "run.json").write_text(json.dumps(info, indent=2) + "\n")
-    phases.done(f"train {run.name}", train_seconds, steps=budget.steps)
+    phases.done(f"train {run.name}", train_seconds, steps=steps)
     evaluate(run.name, folder, trainer=run.trainer, num_train_examples=len(records), pseudo_label_accuracy=info["pseudo_label_accuracy"])
 
 
