@@ -5,7 +5,11 @@
 Runs the recipes my-distillation-1n4g and my-context-self-distillation-1n4g with Qwen3-0.6B-shaped
 random student and teacher, colocated (every role on every GPU, time-shared) and, with 2+ GPUs,
 split (generation on GPU 0, teacher on GPU 1, trainer on the rest). Prints a table and writes ``<out>/distillation_gpu.json``. Step 1 (warm-up)
-is excluded from the means. ``--transports auto object_store`` runs every case with each refit
+is excluded from the means. Per case: seconds and tokens/s of each phase, whole-step tokens/s/GPU
+(generated tokens, and all trained tokens), train MFU (6 x params x trained tokens, against the
+989 TFLOP/s bf16 dense peak of an H100/H200), peak memory per role and the bytes per token the
+teacher's top-k sends to the trainer (definitions: ``step_metrics.py``); a case that fails makes the
+script exit 1 after the table. ``--transports auto object_store`` runs every case with each refit
 transport (``auto``: CUDA IPC when colocated, NCCL broadcast when split), in the same process.
 ``--device cpu --shape tiny`` runs the same cases on CPU slots (the CI smoke test).
 """
@@ -24,8 +28,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from qwen3_shapes import build_qwen3_shaped  # noqa: E402
-
-PHASES = ("refit", "generation", "teacher_topk", "policy_training", "total_step_time")
+from step_metrics import PEAK_BF16_FLOPS, PHASES, count_parameters, summarize_steps  # noqa: E402
 
 
 def run_case(name: str, recipe: str, overrides: list[str], out: Path, steps: int) -> dict:
@@ -39,17 +42,55 @@ def run_case(name: str, recipe: str, overrides: list[str], out: Path, steps: int
     (out / f"{name}.log").write_text(result.stdout[-20000:] + result.stderr[-20000:])
     if result.returncode != 0:
         return {"case": name, "error": (result.stdout + result.stderr)[-2500:]}
+    try:
+        return summarize_run(name, recipe, log_dir, started)
+    except Exception as error:  # a run that logged something unexpected is a failed case, not a crash of the batch
+        return {"case": name, "error": f"summarizing {log_dir}: {type(error).__name__}: {error}"}
+
+
+def summarize_run(name: str, recipe: str, log_dir: Path, started: float) -> dict:
+    """The case's row: means over steps 2.. (step 1 when it is the only one) of :func:`summarize_steps`."""
+    import yaml
+
     rows = [json.loads(line) for line in (log_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    cfg = yaml.safe_load((log_dir / "config.yaml").read_text())
+    cluster, loop = cfg["cluster"], cfg["distillation"]
+    total_gpus = cluster["num_nodes"] * (cluster["gpus_per_node"] or cluster["cpu_slots_per_node"])
+    trainer_gpus = total_gpus if cluster["colocated"] else len(cluster["trainer_gpu_ids"])
     timed = rows[1:] or rows
-    summary = {"case": name, "recipe": recipe, "steps": len(rows), "wall_s": round(time.time() - started, 1)}
-    for phase in PHASES:
-        values = [row[f"timing/train/{phase}"] for row in timed if f"timing/train/{phase}" in row]
-        summary[f"{phase}_s"] = round(sum(values) / len(values), 3) if values else None
+    summary = {"case": name, "recipe": recipe, "steps": len(rows), "wall_s": round(time.time() - started, 1),
+               "trainer_gpus": trainer_gpus, "total_gpus": total_gpus}
+    figures = summarize_steps(timed, samples_per_step=loop["num_prompts_per_step"] * loop["num_generations_per_prompt"],
+                              topk_k=loop["topk_logits_k"], trainer_gpus=trainer_gpus, total_gpus=total_gpus,
+                              params=count_parameters(cfg["policy"]["model_name"]))
+    summary.update({key: float(f"{value:.5g}") if isinstance(value, float) else value for key, value in figures.items()})
     for key in sorted({k for row in rows for k in row if k.startswith("memory/")}):
         summary[key] = round(max(row.get(key, 0.0) for row in rows), 2)
-    summary["tokens_per_sec_per_gpu"] = round(sum(r["train/tokens_per_sec_per_gpu"] for r in timed) / len(timed), 1)
     summary["loss_first_last"] = [round(rows[0]["train/loss"], 4), round(rows[-1]["train/loss"], 4)]
     return summary
+
+
+TABLE_COLUMNS = ("case", *[f"{p}_s" for p in PHASES], "generation_tokens_per_s", "teacher_tokens_per_s", "train_tokens_per_s",
+                 "step_generated_tokens_per_s_per_gpu", "step_all_tokens_per_s_per_gpu", "train_mfu", "teacher_bytes_per_token")
+
+
+def print_table(results: list[dict]) -> None:
+    """One line per case (columns: :data:`TABLE_COLUMNS`), then its peak memory per role."""
+    print(f"train_mfu = 6 x params x trained tokens / train s / (trainer GPUs x {PEAK_BF16_FLOPS / 1e12:.0f} TFLOP/s bf16 dense peak); "
+          "step_generated = response tokens only, step_all = prompt + response tokens trained")
+    print(" | ".join(TABLE_COLUMNS))
+    for result in results:
+        if "error" in result:
+            print(f"{result['case']} | FAILED: {result['error'][-300:]!r}")
+            continue
+        print(" | ".join(_cell(result.get(column)) for column in TABLE_COLUMNS))
+        print("   peak GiB:", {k: v for k, v in result.items() if k.startswith("memory/")}, "loss first/last:", result.get("loss_first_last"))
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
 
 
 def main() -> None:
@@ -105,11 +146,9 @@ def main() -> None:
         results.append(run_case(name, recipe, common + overrides, out, args.steps))
         print(json.dumps(results[-1])[:600], flush=True)
         (out / "distillation_gpu.json").write_text(json.dumps({"gpus": args.gpus, "steps": args.steps, "results": results}, indent=2))
-    columns = ["case", *[f"{p}_s" for p in PHASES], "tokens_per_sec_per_gpu"]
-    print(" | ".join(columns))
-    for result in results:
-        print(" | ".join(str(result.get(c, result.get("error", "")[:60])) for c in columns))
-        print("   memory:", {k: v for k, v in result.items() if k.startswith("memory/")}, "loss first/last:", result.get("loss_first_last"))
+    print_table(results)
+    if not results or any("error" in result for result in results):
+        sys.exit(1)  # fail loudly: a blind batch run must not look like it worked
 
 
 if __name__ == "__main__":

@@ -1,0 +1,76 @@
+"""Derived figures of a distillation run's ``metrics.jsonl`` (shared by the benchmark scripts).
+
+Every figure says what it counts:
+
+* ``generated_tokens``: response tokens sampled per step (``mean_gen_tokens_per_sample`` x samples).
+* ``trained_tokens``: non-padding tokens (prompt + response) through the trainer's forward/backward
+  per step, from ``train/trained_tokens_per_sec_per_gpu`` x trainer GPUs x the training phase's
+  seconds (the phase also holds Ray's call overhead, so this is a slight overestimate).
+* ``train_mfu``: ``6 x params x trained_tokens / training seconds / (trainer GPUs x peak)``, with
+  ``params`` every parameter of the student (embeddings included, tied ones once) and ``peak`` the
+  dense bf16 peak of an H100/H200 SXM, :data:`PEAK_BF16_FLOPS` (989 TFLOP/s).
+* ``teacher_bytes_per_token``: bytes the teacher's top-k sends to the trainer per sequence position,
+  ``k x (4 + 8)`` (fp32 values and int64 ids; padding positions are sent too).
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+PEAK_BF16_FLOPS = 989e12  # H100 / H200 SXM dense bf16 (no sparsity)
+PHASES = ("refit", "generation", "teacher_topk", "policy_training", "total_step_time")
+TOPK_BYTES_PER_ENTRY = 4 + 8  # fp32 value + int64 token id
+
+
+def count_parameters(model_dir: str | Path) -> int:
+    """Elements of every tensor in a HF folder's ``*.safetensors`` (read from the headers only)."""
+    total = 0
+    files = sorted(Path(model_dir).glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"no *.safetensors in {model_dir}: cannot count the parameters for MFU")
+    for path in files:
+        with path.open("rb") as handle:
+            header = json.loads(handle.read(struct.unpack("<Q", handle.read(8))[0]))
+        for name, entry in header.items():
+            if name != "__metadata__":
+                count = 1
+                for dim in entry["shape"]:
+                    count *= dim
+                total += count
+    return total
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def summarize_steps(rows: list[dict], *, samples_per_step: int, topk_k: int, trainer_gpus: int, total_gpus: int,
+                    params: int, peak_flops: float = PEAK_BF16_FLOPS) -> dict:
+    """Means over ``rows`` (one dict per step; pass the steps after warm-up) of the figures in the module docstring."""
+    if not rows:
+        raise ValueError("no steps to summarize (did the run log metrics.jsonl?)")
+    out: dict = {}
+    for phase in PHASES:
+        out[f"{phase}_s"] = _mean([row[f"timing/train/{phase}"] for row in rows if f"timing/train/{phase}" in row])
+    offload = sorted({key for row in rows for key in row if key.startswith("timing/train/offload/")})
+    for key in offload:
+        out[key.removeprefix("timing/train/") + "_s"] = _mean([row[key] for row in rows if key in row])
+    generated = _mean([row["train/mean_gen_tokens_per_sample"] * samples_per_step for row in rows])
+    trained = _mean([row["train/trained_tokens_per_sec_per_gpu"] * trainer_gpus * row["timing/train/policy_training"] for row in rows])
+    step_s, train_s = out["total_step_time_s"], out["policy_training_s"]
+    out.update(
+        generated_tokens=generated,
+        trained_tokens=trained,
+        generation_tokens_per_s=generated / out["generation_s"] if out.get("generation_s") else None,
+        teacher_tokens_per_s=trained / out["teacher_topk_s"] if out.get("teacher_topk_s") else None,
+        train_tokens_per_s=trained / train_s,
+        step_generated_tokens_per_s_per_gpu=generated / step_s / total_gpus,
+        step_all_tokens_per_s_per_gpu=trained / step_s / total_gpus,
+        train_mfu=6 * params * trained / train_s / (trainer_gpus * peak_flops),
+        mfu_peak_flops=peak_flops,
+        params=params,
+        teacher_bytes_per_token=topk_k * TOPK_BYTES_PER_ENTRY,
+    )
+    return out
