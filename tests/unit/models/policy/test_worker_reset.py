@@ -32,9 +32,19 @@ def train_reset_train(rank: int, model_dir: str, *, lora: bool) -> dict[str, Any
     return result
 
 
+def both_modes(rank: int, model_dir: str) -> dict[bool, dict[str, Any]]:
+    """Full fine-tuning and LoRA in one spawned rank (one process start instead of two)."""
+    return {lora: train_reset_train(rank, model_dir, lora=lora) for lora in (False, True)}
+
+
+@pytest.fixture(scope="module")
+def results(tiny_model_dir) -> dict[bool, dict[str, Any]]:
+    return run_ranks(both_modes, 1, tiny_model_dir)[0]
+
+
 @pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
-def test_reset_restores_initial_weights_and_empties_optimizer(tiny_model_dir, lora):
-    result = run_ranks(train_reset_train, 1, tiny_model_dir, lora=lora)[0]
+def test_reset_restores_initial_weights_and_empties_optimizer(results, lora):
+    result = results[lora]
     trainable = set(result["trainable"])
     assert trainable and (not lora or all(".lora_" in name for name in trainable))
     changed = [name for name in trainable if not torch.equal(result["trained"][name], result["initial"][name])]
