@@ -97,6 +97,9 @@ def check_noisy_student_config(cfg: NoisyStudentMasterConfig) -> None:
         check_grpo_config(cfg)
     else:
         check_runtime_config(cfg, samples_per_step=cfg.policy.train_global_batch_size, samples_key="policy.train_global_batch_size")
+    if cfg.policy.lora.enabled and not cfg.noisy_student.lora.enabled:
+        raise ConfigError("policy.lora.enabled", "the study's LoRA is noisy_student.lora (rank 8, alpha 32, its LR multiplier); "
+                          "set noisy_student.lora.enabled=true and leave policy.lora alone")
     if "{answer}" not in cfg.pipeline.sft_gold_template:
         raise ConfigError("pipeline.sft_gold_template", f"{cfg.pipeline.sft_gold_template!r} must contain '{{answer}}'")
     if cfg.pipeline.test_source == "pool" and cfg.data.default.num_samples is not None:

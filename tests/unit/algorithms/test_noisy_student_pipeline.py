@@ -73,6 +73,13 @@ def test_sft_gold_template_needs_answer_slot():
         check_noisy_student_config(cfg)
 
 
+def test_policy_lora_points_to_the_study_lora():
+    cfg = _cfg()
+    cfg.policy.lora.enabled = True
+    with pytest.raises(ConfigError, match=r"policy\.lora\.enabled.*noisy_student\.lora\.enabled=true"):
+        check_noisy_student_config(cfg)
+
+
 def test_trainer_config_sets_steps_epochs_batch_and_turns_off_validation_and_checkpoints():
     cfg = _cfg()
     run = trainer_config(cfg, "sft", steps=7, num_examples=20)  # 20 // 8 = 2 batches per epoch -> ceil(7 / 2) = 4 epochs
