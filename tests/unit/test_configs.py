@@ -16,10 +16,12 @@ def _schema_and_check(path: Path):
     """(schema, cross-section check) of the program a config belongs to, chosen by its loop section."""
     from nemo_distill.algorithms.distillation_config import DistillationMasterConfig, check_distillation_config
     from nemo_distill.algorithms.grpo_config import GRPOMasterConfig, check_grpo_config
+    from nemo_distill.algorithms.noisy_student_pipeline import NoisyStudentMasterConfig, check_noisy_student_config
     from nemo_distill.algorithms.sft import SFTMasterConfig, check_sft_config
 
     sections = set(load_config(path))
-    for section, schema, check in (("grpo", GRPOMasterConfig, check_grpo_config), ("sft", SFTMasterConfig, check_sft_config),
+    for section, schema, check in (("noisy_student", NoisyStudentMasterConfig, check_noisy_student_config),
+                                   ("grpo", GRPOMasterConfig, check_grpo_config), ("sft", SFTMasterConfig, check_sft_config),
                                    ("distillation", DistillationMasterConfig, check_distillation_config)):
         if section in sections:
             return schema, check
