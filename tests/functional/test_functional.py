@@ -99,6 +99,7 @@ def _kill_at_a_random_point(args: list[str], checkpoint_dir: Path, rng, log: lis
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # four driver starts (reference, two killed, the last resume): 4-5 min on 2 busy cores
 def test_sigkill_at_random_points_then_resume_matches_an_uninterrupted_sampled_run(tmp_path, tiny_model_dir, tiny_teacher_dir):
     """Sampling on (temperature 1, ``policy.generation.seed``): kill -9 at random points, resume, and every
     step's loss, reward and sampled responses equal those of a run that was never interrupted.
