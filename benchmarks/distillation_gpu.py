@@ -117,12 +117,13 @@ def main() -> None:
     placement = ([f"cluster.gpus_per_node={args.gpus}"] if args.device == "cuda" else
                  ["cluster.gpus_per_node=0", f"cluster.cpu_slots_per_node={args.gpus}", "policy.generation.hf_static_cache=false"])
     common = [*placement, f"policy.generation.max_new_tokens={args.max_new_tokens}",
-              "policy.max_total_sequence_length=512", "teacher.max_total_sequence_length=768", "data.max_input_seq_length=256",
+              "policy.max_total_sequence_length=512", "data.max_input_seq_length=256",
               "distillation.num_prompts_per_step=8", "distillation.num_generations_per_prompt=4", "policy.train_micro_batch_size=4",
               "policy.logprob_batch_size=8", "teacher.logprob_batch_size=8", "policy.generation.max_batch_size=64",
               "~policy.tokenizer.chat_template_kwargs", "env.math.use_math_verify=false"]
     models = {"my-distillation-1n4g.yaml": [f"policy.model_name={student}", f"teacher.model_name={teacher}"],
               "my-context-self-distillation-1n4g.yaml": [f"policy.model_name={student}", f"teacher.model_name={student}",
+                                                          "teacher.max_total_sequence_length=768",  # the context prefix
                                                           "distillation.context_distillation.max_teacher_sequence_length=768"]}
     trainer_ids = ",".join(str(i) for i in range(2, args.gpus)) if args.gpus >= 3 else "1"
     split = ["cluster.colocated=false", "cluster.inference_gpu_ids=[0]", f"cluster.teacher_gpu_ids=[{1 if args.gpus >= 3 else 0}]",
