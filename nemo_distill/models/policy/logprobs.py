@@ -108,10 +108,23 @@ def token_entropy(logits: torch.Tensor, chunk_size: int | None = None, *, temper
 # Scoring from hidden states: the output embedding applied a chunk of rows at a time, so neither
 # the model's logits nor their fp32 copy ever exist for a whole micro-batch ([B, chunk, V] only).
 
+# At most this many logits per head call (bf16: 256 MiB, fp32 copy: 512 MiB), whatever chunk_size
+# says: a teacher micro-batch of 32 x 384 rows of a 151936-word vocabulary is 27 rows a call.
+HEAD_CHUNK_ELEMENTS = 2**27
+
+
+def head_chunk_rows(batch_size: int, chunk_size: int, vocab_size: int | None) -> int:
+    """Rows per head call: ``chunk_size``, capped so ``batch_size x rows x vocab_size <= HEAD_CHUNK_ELEMENTS``."""
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    if not vocab_size:
+        return chunk_size
+    return max(1, min(chunk_size, HEAD_CHUNK_ELEMENTS // max(1, batch_size * vocab_size)))
+
 
 def head_token_logprobs(
     hidden: torch.Tensor, head: Callable[[torch.Tensor], torch.Tensor], input_ids: torch.Tensor, chunk_size: int,
-    *, temperature: float = 1.0,
+    *, temperature: float = 1.0, vocab_size: int | None = None,
 ) -> torch.Tensor:
     """Token-layout log-probs ``[B, T]`` (fp32) from the final hidden states, as :func:`token_logprobs`
     gives from ``head(hidden)``; no gradient path (scoring only).
@@ -120,7 +133,7 @@ def head_token_logprobs(
         hidden: ``[B, T, H]`` final (normed) hidden states; row ``t`` predicts ``input_ids[:, t + 1]``.
         head: the output embedding, ``[b, rows, H] -> [b, rows, V]`` raw logits.
         input_ids: ``[B, T]`` the tokens being scored.
-        chunk_size: rows per ``head`` call.
+        chunk_size: rows per ``head`` call (fewer when ``vocab_size`` is given: :func:`head_chunk_rows`).
 
     Entry 0 is 0; padding entries hold meaningless values: mask them.
     """
@@ -128,7 +141,7 @@ def head_token_logprobs(
         raise ValueError(f"temperature must be > 0, got {temperature}")
     batch_size, seq_len = input_ids.shape
     pieces = [hidden.new_zeros((batch_size, 1), dtype=torch.float32)]
-    for rows in row_chunks(batch_size, max(seq_len - 1, 0), 1, chunk_size):
+    for rows in row_chunks(batch_size, max(seq_len - 1, 0), 1, head_chunk_rows(batch_size, chunk_size, vocab_size)):
         targets = input_ids[:, rows.start + 1 : rows.stop + 1].long()
         pieces.append(_selected_rows(head(hidden[:, rows]), targets, temperature).float())
     return torch.cat(pieces, dim=1)
@@ -136,9 +149,11 @@ def head_token_logprobs(
 
 def head_topk(
     hidden: torch.Tensor, head: Callable[[torch.Tensor], torch.Tensor], k: int, chunk_size: int, *, temperature: float = 1.0,
+    vocab_size: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``([B, T, k] fp32 values, [B, T, k] int64 ids)``: the ``k`` largest of ``head(hidden) / temperature``
-    per row (descending), computed ``chunk_size`` rows at a time; row ``t`` describes token ``t + 1``.
+    per row (descending), computed ``chunk_size`` rows at a time (fewer when ``vocab_size`` is given:
+    :func:`head_chunk_rows`); row ``t`` describes token ``t + 1``.
 
     The top-k runs on the head's own dtype (bf16 on GPU: no fp32 ``[B, chunk, V]`` copy); only the
     ``k`` winners are upcast, then divided by ``temperature`` (a positive scale keeps the order).
@@ -146,7 +161,7 @@ def head_topk(
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     values, indices = [], []
-    for rows in row_chunks(hidden.shape[0], hidden.shape[1], 1, chunk_size):
+    for rows in row_chunks(hidden.shape[0], hidden.shape[1], 1, head_chunk_rows(hidden.shape[0], chunk_size, vocab_size)):
         top = torch.topk(head(hidden[:, rows]), k, dim=-1)
         values.append(top.values.float() / temperature)
         indices.append(top.indices)

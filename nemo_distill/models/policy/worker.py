@@ -269,9 +269,9 @@ class PolicyWorker:
         pieces = []
         for micro in batch.to(self.device).micro_batches(self.cfg.logprob_batch_size):
             trimmed = micro.trim_padding()
-            chunk = self.cfg.logprob_chunk_size
-            scores = self._score_with_chunked_head(
-                trimmed, lambda hidden, head: head_token_logprobs(hidden, head, trimmed.input_ids, chunk, temperature=temperature))
+            chunk, vocab = self.cfg.logprob_chunk_size, int(self.model.config.vocab_size)
+            scores = self._score_with_chunked_head(trimmed, lambda hidden, head: head_token_logprobs(
+                hidden, head, trimmed.input_ids, chunk, temperature=temperature, vocab_size=vocab))
             if scores is None:
                 logits = self._forward_logits(trimmed)
                 scores = token_logprobs(logits, trimmed.input_ids, chunk, temperature=temperature)
@@ -298,8 +298,8 @@ class PolicyWorker:
         values, indices = [], []
         for micro in batch.to(self.device).micro_batches(self.cfg.logprob_batch_size):
             trimmed = micro.trim_padding()
-            top = self._score_with_chunked_head(
-                trimmed, lambda hidden, head: head_topk(hidden, head, k, self.cfg.logprob_chunk_size, temperature=temperature))
+            top = self._score_with_chunked_head(trimmed, lambda hidden, head: head_topk(
+                hidden, head, k, self.cfg.logprob_chunk_size, temperature=temperature, vocab_size=vocab_size))
             if top is None:
                 top = self._full_logits_topk(trimmed, k, temperature, tp_group)
             valid = trimmed.attention_mask.bool().unsqueeze(-1)

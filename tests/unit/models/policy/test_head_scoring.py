@@ -96,3 +96,34 @@ def test_head_scoring_rejects_bad_temperature(model):
         head_topk(hidden, model.get_output_embeddings(), 2, 1, temperature=0.0)
     with pytest.raises(ValueError, match="temperature"):
         head_token_logprobs(hidden, model.get_output_embeddings(), torch.zeros(1, 2, dtype=torch.long), 1, temperature=-1.0)
+
+
+def test_head_chunk_rows_caps_the_logits_per_call():
+    from nemo_distill.models.policy.logprobs import HEAD_CHUNK_ELEMENTS, head_chunk_rows
+
+    assert HEAD_CHUNK_ELEMENTS == 2**27
+    assert head_chunk_rows(32, 512, 151936) == 27  # 2**27 // (32 * 151936) = 27.6 -> 27
+    assert head_chunk_rows(1, 5, 151936) == 5  # chunk_size is the smaller bound
+    assert head_chunk_rows(4096, 512, 151936) == 1  # never below one row
+    assert head_chunk_rows(3, 7, None) == 7
+    with pytest.raises(ValueError, match="chunk_size"):
+        head_chunk_rows(1, 0, 10)
+
+
+def test_vocab_cap_splits_the_head_calls(model, monkeypatch):
+    from nemo_distill.models.policy import logprobs
+
+    monkeypatch.setattr(logprobs, "HEAD_CHUNK_ELEMENTS", 3 * 2 * model.config.vocab_size)  # 2 rows of 3 sequences
+    input_ids, attention_mask = _batch(model.config.vocab_size)
+    rows_seen: list[int] = []
+    hook = model.get_output_embeddings().register_forward_hook(lambda m, args, out: rows_seen.append(args[0].shape[1]))
+    try:
+        with torch.no_grad():
+            capped = score_with_chunked_head(model, input_ids, attention_mask, lambda h, head: head_topk(
+                h, head, 3, 100, vocab_size=model.config.vocab_size))
+            plain = score_with_chunked_head(model, input_ids, attention_mask, lambda h, head: head_topk(h, head, 3, 100))
+    finally:
+        hook.remove()
+    assert rows_seen[:5] == [2, 2, 2, 1, 1]  # 7 rows in calls of 2, then the model's own last row
+    assert torch.equal(capped[1], plain[1])
+    torch.testing.assert_close(capped[0], plain[0])  # other GEMM shapes: last-ulp differences
