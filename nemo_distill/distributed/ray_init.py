@@ -118,6 +118,9 @@ def init_ray(cluster_cfg: ClusterConfig | None = None) -> None:
         runtime_env=runtime_env,
         log_to_driver=True,
         configure_logging=False,
+        # Ray starts workers at nice 15; they do all the compute, so any other busy process on the
+        # machine starved them (demo steps of 30 s became 60-100 s on a shared 2-core box).
+        _system_config={"worker_niceness": 0},
     )
     log.info("started a local Ray cluster: %s", ray.cluster_resources())
     exit_on_sigterm()
