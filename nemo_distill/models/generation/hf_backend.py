@@ -155,8 +155,8 @@ class HFGenerationWorker(WeightReceiver):
 
         self.cfg = cfg
         self.device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
-        if self.device.type == "cpu":  # one thread: robust on a shared machine (see configure_cpu_threads)
-            configure_cpu_threads(int(os.environ.get("WORLD_SIZE", "1")), limit=1)
+        if self.device.type == "cpu" and "NEMO_DISTILL_ROLE" in os.environ:  # a worker-group actor, not a caller's process
+            configure_cpu_threads(int(os.environ.get("WORLD_SIZE", "1")), limit=1)  # one: see configure_cpu_threads
         self.dtype = resolve_dtype(precision, self.device)
         self.tokenizer = load_tokenizer(model_name, tokenizer_cfg)
         self.model = load_causal_lm(model_name, dtype=self.dtype, device=self.device).eval()
