@@ -1,6 +1,6 @@
 """The noisy-student pipeline's pure parts: config checks, per-run configs, SFT targets, report pairs,
 pseudo-label accuracy per condition, saved splits, phase log, and pointing a runtime at a new run.
-The whole pipeline end to end: tests/functional/test_noisy_student.py."""
+The whole pipeline end to end: tests/functional/test_functional_noisy_student.py."""
 
 from __future__ import annotations
 
