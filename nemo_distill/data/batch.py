@@ -16,7 +16,7 @@ Conventions (every module relies on them):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 import torch
 
@@ -109,36 +109,3 @@ class TokenBatch:
             sample_mask=self.sample_mask,
             extras={name: (value[:, :max_len] if name in per_token else value) for name, value in self.extras.items()},
         )
-
-    @staticmethod
-    def concat(batches: list["TokenBatch"], pad_token_id: int = 0) -> "TokenBatch":
-        """Concatenate along the batch dim, right-padding every per-token tensor to the longest."""
-        if not batches:
-            raise ValueError("TokenBatch.concat needs at least one batch")
-        seq_len = max(batch.seq_len for batch in batches)
-
-        def pad(tensor: torch.Tensor, value: float) -> torch.Tensor:
-            missing = seq_len - tensor.shape[1]
-            if missing == 0:
-                return tensor
-            pad_shape = (tensor.shape[0], missing, *tensor.shape[2:])
-            return torch.cat([tensor, tensor.new_full(pad_shape, value)], dim=1)
-
-        names = list(batches[0].extras)
-        extras = {}
-        for name in names:
-            parts = [batch.extras[name] for batch in batches]
-            per_token = all(p.dim() >= 2 and p.shape[1] == b.seq_len for p, b in zip(parts, batches))
-            extras[name] = torch.cat([pad(p, 0) for p in parts] if per_token else parts, dim=0)
-        return TokenBatch(
-            input_ids=torch.cat([pad(b.input_ids, pad_token_id) for b in batches]),
-            attention_mask=torch.cat([pad(b.attention_mask, 0) for b in batches]),
-            loss_mask=torch.cat([pad(b.loss_mask, 0) for b in batches]),
-            sample_mask=torch.cat([b.sample_mask for b in batches]),
-            extras=extras,
-        )
-
-
-def tensor_field_names() -> list[str]:
-    """Names of the fixed tensor fields of :class:`TokenBatch` (for serialisation helpers)."""
-    return [f.name for f in fields(TokenBatch) if f.name != "extras"]
