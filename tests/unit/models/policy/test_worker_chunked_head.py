@@ -1,6 +1,7 @@
 """PolicyWorker scoring with the chunked output embedding (tp = cp = 1) equals its full-logits path
 (``chunked_head = False``): top-k values/ids and log-probs, fp32, chunk sizes 1, 3 and > T, for a
-FSDP2 + LoRA student and a plain frozen teacher (one CPU rank, gloo, no Ray)."""
+FSDP2 + LoRA student and a plain frozen teacher (one CPU rank, gloo, no Ray). Also
+``device_memory_info`` (what ``cluster.offload: auto`` reads) on CPU."""
 
 from __future__ import annotations
 
@@ -34,13 +35,19 @@ def score_student_and_teacher(rank: int, model_dir: str, batch) -> dict:
     teacher_cfg = TeacherConfig(model_name=model_dir, precision="float32", logprob_batch_size=3,
                                 dtensor_cfg=DTensorConfig(enabled=False))
     teacher = PolicyWorker(teacher_cfg, trainable=False)
-    return {"student": _score_both_ways(student, batch, k=4, temperature=0.7),
+    lora_elements = sum(p.numel() for p in student.trainable_parameters())
+    memory = {"student": student.device_memory_info(), "teacher": teacher.device_memory_info(), "lora_elements": lora_elements}
+    return {"memory": memory, "student": _score_both_ways(student, batch, k=4, temperature=0.7),
             "teacher": _score_both_ways(teacher, batch, k=4, temperature=1.0)}
 
 
 def test_chunked_head_scoring_equals_full_logits(tiny_model_dir):
     batch = make_batch(batch_size=4, seq_len=12, seed=3)
     result = run_ranks(score_student_and_teacher, 1, tiny_model_dir, batch)[0]
+    memory = result["memory"]  # LoRA: only the adapters train; two fp32 moments per trainable element
+    assert memory["lora_elements"] > 0
+    assert memory["student"] == {"free_bytes": 0, "total_bytes": 0, "optimizer_bytes": 2 * 4 * memory["lora_elements"]}
+    assert memory["teacher"] == {"free_bytes": 0, "total_bytes": 0, "optimizer_bytes": 0}  # frozen: no optimizer
     for role in ("student", "teacher"):
         assert not any(result[role]["fell_back"]), role
         for chunk in CHUNKS:
@@ -51,3 +58,4 @@ def test_chunked_head_scoring_equals_full_logits(tiny_model_dir):
             torch.testing.assert_close(values, ref_values, rtol=1e-5, atol=1e-5)
             torch.testing.assert_close(logprobs, ref_logprobs, rtol=1e-5, atol=1e-5)
             assert not logprobs[:, 0].any() and not logprobs[batch.attention_mask == 0].any()
+
