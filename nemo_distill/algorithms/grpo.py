@@ -53,6 +53,7 @@ from nemo_distill.algorithms.runtime import (
     training_steps,
     validate,
 )
+from nemo_distill.config import ConfigError
 from nemo_distill.environments.shaping import shaping_rewards
 from nemo_distill.models.generation.interfaces import SamplingParams
 
@@ -130,11 +131,19 @@ def eval_baseline(rt: Runtime, context: str) -> dict[str, float]:
     """Seed 001's ``eval_baseline``: the initial student without the context vs with it (the frozen teacher
     is the initial student, so the generation workers' initial weights answer for it)."""
     processor, _ = build_processor(rt.cfg, rt.tokenizer, "validation")
-    student = validate(rt, 0).get("validation/accuracy")
+    student = validate(rt, 0, samples_file="val_data_baseline_student.jsonl").get("validation/accuracy")
     original = rt.val_prompts
-    rt.val_prompts = [processor.process_user_message(p.record, context + p.user_message) for p in original]
+    teacher_prompts = [processor.process_user_message(p.record, context + p.user_message) for p in original]
+    if original and all(p.too_long for p in teacher_prompts):
+        raise ConfigError(
+            "data.max_input_seq_length",
+            f"is {rt.cfg.data.max_input_seq_length} tokens, shorter than every teacher prompt (context + problem, "
+            f"{min(len(p.prompt_token_ids) for p in teacher_prompts)} tokens at least): eval_baseline could not score the "
+            "teacher; raise data.max_input_seq_length or shorten grpo.context_distillation.context",
+        )
+    rt.val_prompts = teacher_prompts
     try:
-        teacher = validate(rt, 0).get("validation/accuracy")
+        teacher = validate(rt, 0, samples_file="val_data_baseline_teacher.jsonl").get("validation/accuracy")
     finally:
         rt.val_prompts = original
     env = rt.cfg.env.type

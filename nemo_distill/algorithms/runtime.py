@@ -327,7 +327,7 @@ def finish_step(rt: Runtime, step: int, metrics: dict[str, float], rows: list[di
 
 
 # ---------------------------------------------------------------------------------------------- validation
-def validate(rt: Runtime, step: int) -> dict[str, float]:
+def validate(rt: Runtime, step: int, *, samples_file: str | None = None) -> dict[str, float]:
     """Greedy answers on the validation prompts: accuracy over the prompts that fit, and mean length.
 
     Prompts longer than ``data.max_input_seq_length`` are not scored as wrong answers: they are
@@ -353,7 +353,7 @@ def validate(rt: Runtime, step: int) -> dict[str, float]:
             rewards += rollouts.rewards
             lengths += rollouts.response_lengths
             rows += sample_rows(rollouts)
-    rt.logger.log_samples(rows, f"val_data_step{step}.jsonl")
+    rt.logger.log_samples(rows, samples_file or f"val_data_step{step}.jsonl")
     if cfg.logger.num_val_samples_to_print:
         print(format_validation_samples(rows, cfg.logger.num_val_samples_to_print), flush=True)
     metrics = {"validation/prompts_too_long": float(too_long), "validation/num_scored": float(len(rewards))}
