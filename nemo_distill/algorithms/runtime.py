@@ -168,9 +168,11 @@ def build_runtime(
     resume_from, info = _resume_point(cfg, config_yaml, checkpoints)
     start_step = int(info["step"]) + 1 if resume_from is not None else 1
     saved_run_dir = Path(info["run_dir"]) if info.get("run_dir") else None
-    if saved_run_dir is not None and saved_run_dir.is_dir():
+    log_root = Path(cfg.logger.log_dir).resolve()
+    same_log_dir = saved_run_dir is not None and log_root in (saved_run_dir, saved_run_dir.parent)
+    if same_log_dir and saved_run_dir.is_dir():
         run_dir = saved_run_dir  # a resumed run is the same run: keep logging where it logged
-    else:
+    else:  # a fresh run, or a resume given another logger.log_dir: log there, as asked
         run_dir = resolve_experiment_dir(cfg.logger.log_dir, cfg.logger.exp_numbering)
     (run_dir / "config.yaml").write_text(config_yaml)
     logger = Logger(cfg.logger, run_dir, resume_from_step=start_step if resume_from is not None else None)
