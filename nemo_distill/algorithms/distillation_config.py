@@ -15,9 +15,8 @@ from typing import Literal
 
 from nemo_distill.algorithms.context_distillation_utils import validate_teacher_prefix_template
 from nemo_distill.config import ConfigError
-from nemo_distill.algorithms.runtime_config import LoopConfig, RuntimeConfig, StudentPolicyConfig, check_runtime_config
+from nemo_distill.algorithms.runtime_config import LoopConfig, RuntimeConfig, check_runtime_config
 from nemo_distill.data.datasets import resolve_repo_path
-from nemo_distill.environments.config import EnvConfig, MathEnvConfig  # noqa: F401 (re-exported)
 from nemo_distill.models.policy.config import TeacherConfig
 
 DEFAULT_TEACHER_PREFIX_TEMPLATE = "You are given a problem and a trace: {problem} + {trace}. Solve it on your own."

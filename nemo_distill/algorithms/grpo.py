@@ -39,16 +39,16 @@ from nemo_distill.algorithms.grpo_loss import (
     finalize_metrics,
 )
 from nemo_distill.algorithms.reward_mix import mixed_advantages, score_with_teacher
-from nemo_distill.algorithms.rollouts import RolloutBatch, generate_rollouts, sample_rows
+from nemo_distill.algorithms.rollouts import RolloutBatch, sample_rows
 from nemo_distill.algorithms.runtime import (
     Runtime,
     build_processor,
     build_runtime,
     finish_step,
-    generation_awake,
     generation_throughput,
     refit_if_stale,
     run_algorithm,
+    sample_rollouts,
     train_metrics,
     train_policy,
     training_steps,
@@ -178,13 +178,7 @@ def train(rt: Runtime) -> None:
 
     for step in training_steps(rt, desc="grpo"):
         with timer.time("total_step_time"):
-            prompts = next(rt.train_loader)
-            refit_if_stale(rt)
-            with timer.time("generation"), generation_awake(rt):
-                rollouts = generate_rollouts(
-                    rt.generation, prompts, sampling, environment=rt.environment,
-                    pad_token_id=rt.tokenizer.pad_token_id, max_total_length=cfg.policy.max_total_sequence_length,
-                )
+            rollouts = sample_rollouts(rt, next(rt.train_loader), sampling)
             batch = rollouts.token_batch
             mask = batch.valid_target_tokens()
             rewards = task_rewards(rt, rollouts)

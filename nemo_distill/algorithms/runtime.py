@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from nemo_distill.algorithms.rollouts import generate_rollouts, sample_rows
+from nemo_distill.algorithms.rollouts import RolloutBatch, generate_rollouts, sample_rows
 from nemo_distill.algorithms.runtime_config import LoopConfig, RuntimeConfig
 from nemo_distill.config import ConfigError
 from nemo_distill.data.dataloader import PromptDataLoader
@@ -251,6 +251,16 @@ def generation_awake(rt: Runtime) -> Iterator[None]:
         if rt.offload_each_step:
             with rt.timer.time("offload/generation_sleep"):
                 rt.generation.sleep()
+
+
+def sample_rollouts(rt: Runtime, prompts: list[ProcessedPrompt], sampling: SamplingParams) -> RolloutBatch:
+    """Refit if stale, then sample and score ``sampling.n`` responses per prompt (timed as ``generation``)."""
+    refit_if_stale(rt)
+    with rt.timer.time("generation"), generation_awake(rt):
+        return generate_rollouts(
+            rt.generation, prompts, sampling, environment=rt.environment,
+            pad_token_id=rt.tokenizer.pad_token_id, max_total_length=rt.cfg.policy.max_total_sequence_length,
+        )
 
 
 def train_policy(rt: Runtime, batch, loss_fn) -> TrainMetrics:

@@ -130,7 +130,7 @@ class CheckpointManager:
         if damaged:
             raise CorruptCheckpointError(
                 f"every checkpoint in {self.root} is damaged, so there is nothing to resume from:\n  " + "\n  ".join(damaged)
-                + f"\nMove them away (or set checkpointing.checkpoint_dir elsewhere) to start fresh"
+                + "\nMove them away (or set checkpointing.checkpoint_dir elsewhere) to start fresh"
             )
         return None
 

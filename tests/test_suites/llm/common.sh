@@ -7,10 +7,7 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
 PY=${PYTHON:-$REPO/.venv/bin/python}
 LOG_DIR=${LOG_DIR:-$REPO/logs/test_suites/$NAME}
 STEPS=${STEPS:-$DEFAULT_STEPS}
-rm -rf "$LOG_DIR"
-"$PY" "$REPO/examples/run_distillation.py" --config "$REPO/configs/recipes/llm/$NAME.yaml" \
-    distillation.max_num_steps="$STEPS" logger.log_dir="$LOG_DIR" logger.exp_numbering=false \
-    logger.wandb_enabled=false checkpointing.enabled=false "$@"
+bash "$REPO/tests/test_suites/llm/run_recipe.sh" distillation "$NAME" "$STEPS" "$LOG_DIR" "$@"
 # Thresholds: every step logged, finite loss and gradients, and the loss of the last two steps
 # no higher than that of the first two (5% slack for on-policy noise).
 "$PY" "$REPO/tests/check_metrics.py" "$LOG_DIR/metrics.jsonl" \

@@ -8,10 +8,7 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
 PY=${PYTHON:-$REPO/.venv/bin/python}
 LOG_DIR=${LOG_DIR:-$REPO/logs/test_suites/$NAME}
 STEPS=${STEPS:-$DEFAULT_STEPS}
-rm -rf "$LOG_DIR"
-"$PY" "$REPO/examples/run_grpo.py" --config "$REPO/configs/recipes/llm/$NAME.yaml" \
-    grpo.max_num_steps="$STEPS" logger.log_dir="$LOG_DIR" logger.exp_numbering=false \
-    logger.wandb_enabled=false checkpointing.enabled=false "$@"
+bash "$REPO/tests/test_suites/llm/run_recipe.sh" grpo "$NAME" "$STEPS" "$LOG_DIR" "$@"
 # Thresholds: every step logged, no skipped (non-finite) step, bounded gradients, on-policy first
 # ratio, a task reward in [0, 1]. RL rewards are too noisy over a few steps for a trend check.
 "$PY" "$REPO/tests/check_metrics.py" "$LOG_DIR/metrics.jsonl" \

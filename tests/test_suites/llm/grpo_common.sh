@@ -7,10 +7,7 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
 PY=${PYTHON:-$REPO/.venv/bin/python}
 LOG_DIR=${LOG_DIR:-$REPO/logs/test_suites/$NAME}
 STEPS=${STEPS:-$DEFAULT_STEPS}
-rm -rf "$LOG_DIR"
-"$PY" "$REPO/examples/run_grpo.py" --config "$REPO/configs/recipes/llm/$NAME.yaml" \
-    grpo.max_num_steps="$STEPS" logger.log_dir="$LOG_DIR" logger.exp_numbering=false \
-    logger.wandb_enabled=false checkpointing.enabled=false "$@"
+bash "$REPO/tests/test_suites/llm/run_recipe.sh" grpo "$NAME" "$STEPS" "$LOG_DIR" "$@"
 # Thresholds: every step logged, no skipped (non-finite) step, the first update's ratio is exactly 1
 # up to bf16 noise, and the mean reward of the last two steps at least that of the first two.
 "$PY" "$REPO/tests/check_metrics.py" "$LOG_DIR/metrics.jsonl" \

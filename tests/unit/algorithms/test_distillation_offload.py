@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from nemo_distill.algorithms import distillation
+from nemo_distill.algorithms import distillation, runtime
 from nemo_distill.algorithms.distillation_config import DistillationMasterConfig
 from nemo_distill.algorithms.runtime import generation_awake
 from nemo_distill.config import ConfigError, apply_overrides, load_config, validate, with_schema_defaults
@@ -42,15 +42,16 @@ def _run_two_steps(monkeypatch, offload_each_step: bool) -> tuple[list[str], lis
             yield step
 
     monkeypatch.setattr(distillation, "training_steps", fake_steps)
-    monkeypatch.setattr(distillation, "refit_if_stale", lambda rt: events.append("refit"))
-    monkeypatch.setattr(distillation, "generate_rollouts", lambda *a, **k: (events.append("generate"), rollouts)[1])
+    # sampling goes through runtime.sample_rollouts: refit when stale, then generate inside generation_awake
+    monkeypatch.setattr(runtime, "refit_if_stale", lambda rt: events.append("refit"))
+    monkeypatch.setattr(runtime, "generate_rollouts", lambda *a, **k: (events.append("generate"), rollouts)[1])
     monkeypatch.setattr(distillation, "teacher_topk_for_rollouts", lambda rt, r, step: (events.append("teacher_topk"), ({}, {}))[1])
     monkeypatch.setattr(distillation, "train_policy", lambda rt, batch, loss: events.append("train"))
     monkeypatch.setattr(distillation, "train_metrics", lambda rt, result: {})
     monkeypatch.setattr(distillation, "generation_throughput", lambda rt, lengths: {})
     monkeypatch.setattr(distillation, "sample_rows", lambda r: [])
     monkeypatch.setattr(distillation, "finish_step", lambda rt, step, metrics, rows: timings.append(rt.timer.metrics(prefix="t")))
-    assert distillation.generation_awake is generation_awake  # the real wake/sleep logic runs
+    assert runtime.generation_awake is generation_awake  # the real wake/sleep logic runs
     distillation.train(rt)
     return events, timings
 
