@@ -40,6 +40,7 @@ from nemo_distill.algorithms.runtime import (
     Runtime,
     build_runtime,
     finish_step,
+    frozen_on_device,
     generation_throughput,
     run_algorithm,
     sample_rollouts,
@@ -123,7 +124,6 @@ def train(rt: Runtime) -> None:
     """Steps ``start_step .. max_steps``: the distillation body; the runtime does the rest."""
     cfg, timer = rt.cfg, rt.timer
     dist = cfg.distillation
-    offload = rt.offload_each_step  # cluster.offload, resolved at set-up (False when not colocated)
     sampling = SamplingParams.from_config(cfg.policy.generation, n=dist.num_generations_per_prompt)
     loss_fn = TopkDistillationLoss(cfg.loss_fn.kl_type, cfg.loss_fn.mixed_kl_weight, cfg.loss_fn.zero_outside_topk,
                                    temperature=sampling_temperature(cfg))
@@ -131,19 +131,8 @@ def train(rt: Runtime) -> None:
     for step in training_steps(rt, desc="distillation"):
         with timer.time("total_step_time"):
             rollouts = sample_rollouts(rt, next(rt.train_loader), sampling)
-            with timer.time("teacher_topk"):
-                if offload:
-                    # Free the student's optimizer memory before the teacher runs on the same GPUs.
-                    with timer.time("offload/optimizer_to_cpu"):
-                        rt.policy.offload_optimizer()
-                    with timer.time("offload/teacher_to_gpu"):
-                        rt.frozen.onload_to_device()
+            with timer.time("teacher_topk"), frozen_on_device(rt, rt.frozen):
                 extras, context_metrics = teacher_topk_for_rollouts(rt, rollouts, step)
-                if offload:
-                    with timer.time("offload/teacher_to_cpu"):
-                        rt.frozen.offload_to_cpu()
-                    with timer.time("offload/optimizer_to_gpu"):
-                        rt.policy.onload_optimizer()
             with timer.time("policy_training"):
                 rollouts.token_batch.extras.update(extras)
                 result = train_policy(rt, rollouts.token_batch, loss_fn)

@@ -22,8 +22,7 @@ to the reward.
 from __future__ import annotations
 
 import logging
-from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
@@ -45,6 +44,7 @@ from nemo_distill.algorithms.runtime import (
     build_processor,
     build_runtime,
     finish_step,
+    frozen_on_device,
     generation_throughput,
     refit_if_stale,
     run_algorithm,
@@ -89,22 +89,6 @@ def task_rewards(rt: Runtime, rollouts: RolloutBatch) -> torch.Tensor:
     """``[N]`` environment reward plus the configured shaping terms."""
     shaping = shaping_rewards([s.text for s in rollouts.samples], [s.finish_reason for s in rollouts.samples], rt.cfg.env.shaping)
     return torch.tensor([r + extra for r, extra in zip(rollouts.rewards, shaping)], dtype=torch.float32)
-
-
-@contextmanager
-def _scoring_on_device(rt: Runtime, group) -> Iterator[None]:
-    """Colocated GPUs with ``cluster.offload`` moving roles: free the policy's optimizer memory while a
-    frozen group scores on the same GPUs (as distillation does); a no-op when roles stay resident."""
-    move = rt.offload_each_step and group is not rt.policy
-    if move:
-        rt.policy.offload_optimizer()
-        group.onload_to_device()
-    try:
-        yield
-    finally:
-        if move:
-            group.offload_to_cpu()
-            rt.policy.onload_optimizer()
 
 
 def rollout_metrics(rollouts: RolloutBatch, rewards: torch.Tensor, advantages: torch.Tensor, group_size: int) -> dict[str, float]:
@@ -189,12 +173,12 @@ def train(rt: Runtime) -> None:
             if temperature == 1.0:
                 step_metrics["logprob_mismatch"] = logprob_mismatch(old_logprobs, rollouts, mask)
             if cfg.loss_fn.beta > 0:
-                with timer.time("reference_logprobs"), _scoring_on_device(rt, rt.frozen):
+                with timer.time("reference_logprobs"), frozen_on_device(rt, rt.frozen):
                     extras[REFERENCE_LOGPROBS] = rt.frozen.get_logprobs(batch)
             if mix.enabled:
                 teacher_logprobs = torch.zeros_like(old_logprobs)
                 if teacher is not None:
-                    with timer.time("teacher_logprobs"), _scoring_on_device(rt, teacher):
+                    with timer.time("teacher_logprobs"), frozen_on_device(rt, teacher):
                         scores = score_with_teacher(teacher, processor, rollouts, context, pad_token_id=rt.tokenizer.pad_token_id,
                                                     max_total_length=cfg.teacher.max_total_sequence_length)
                     teacher_logprobs = scores.token_logprobs

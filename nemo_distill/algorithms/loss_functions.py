@@ -300,6 +300,14 @@ def clipped_surrogate_per_token(
     return loss, clipped & valid, log_ratio
 
 
+@torch.no_grad()
+def _surrogate_metrics(clipped: torch.Tensor, log_ratio: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
+    """Masked token means of :func:`clipped_surrogate_per_token`'s outputs: ``clip_fraction`` (share of
+    tokens whose gradient is cut) and ``approx_kl`` (k1 estimator of KL(old || new))."""
+    return {"clip_fraction": float(masked_token_mean(clipped.to(log_ratio.dtype), mask)),
+            "approx_kl": float(masked_token_mean(-log_ratio, mask))}
+
+
 def k3_kl_per_token(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """``[B, T]`` k3 estimator of KL(policy || reference) per sampled token (Schulman 2020):
     ``exp(ref − logp) − (ref − logp) − 1`` >= 0, exactly 0 where the two agree; 0 on masked tokens."""
@@ -391,9 +399,7 @@ def grpo_loss(
         token_loss, mask, loss_type=loss_type, num_sequences=float((weights.sum(dim=1) > 0).sum().clamp(min=1)),
         num_tokens=float(weights.sum().clamp(min=1)), max_new_tokens=max_new_tokens,
     )
-    with torch.no_grad():
-        metrics["clip_fraction"] = float(masked_token_mean(clipped.to(logprobs.dtype), mask))
-        metrics["approx_kl"] = float(masked_token_mean(-log_ratio, mask))
+    metrics.update(_surrogate_metrics(clipped, log_ratio, mask))
     return loss, metrics
 
 
@@ -412,8 +418,4 @@ def policy_gradient_loss(
     token_loss, clipped, log_ratio = clipped_surrogate_per_token(
         logprobs, old_logprobs, advantages, mask, clip_eps_low=clip_eps_low, clip_eps_high=clip_eps_high
     )
-    loss = masked_token_mean(token_loss, mask, normalizer)
-    with torch.no_grad():
-        clip_fraction = masked_token_mean(clipped.to(logprobs.dtype), mask)
-        approx_kl = masked_token_mean(-log_ratio, mask)
-    return loss, {"clip_fraction": float(clip_fraction), "approx_kl": float(approx_kl)}
+    return masked_token_mean(token_loss, mask, normalizer), _surrogate_metrics(clipped, log_ratio, mask)

@@ -253,6 +253,28 @@ def generation_awake(rt: Runtime) -> Iterator[None]:
                 rt.generation.sleep()
 
 
+@contextmanager
+def frozen_on_device(rt: Runtime, group) -> Iterator[None]:
+    """A frozen group (teacher / reference) scores on GPUs the policy shares: with ``cluster.offload``
+    moving roles (``rt.offload_each_step``), free the policy's optimizer memory and bring the group's
+    weights in for the block, then move both back; each move is timed as ``offload/*``. A no-op when
+    the roles stay resident, or when ``group`` is the policy itself (a live teacher)."""
+    move = rt.offload_each_step and group is not rt.policy
+    if move:
+        with rt.timer.time("offload/optimizer_to_cpu"):
+            rt.policy.offload_optimizer()
+        with rt.timer.time("offload/teacher_to_gpu"):
+            group.onload_to_device()
+    try:
+        yield
+    finally:
+        if move:
+            with rt.timer.time("offload/teacher_to_cpu"):
+                group.offload_to_cpu()
+            with rt.timer.time("offload/optimizer_to_gpu"):
+                rt.policy.onload_optimizer()
+
+
 def sample_rollouts(rt: Runtime, prompts: list[ProcessedPrompt], sampling: SamplingParams) -> RolloutBatch:
     """Refit if stale, then sample and score ``sampling.n`` responses per prompt (timed as ``generation``)."""
     refit_if_stale(rt)
