@@ -1,0 +1,158 @@
+"""Profile the two model phases of a distillation step outside Ray: the teacher's top-k and the train step.
+
+    python benchmarks/profile_step.py --tokenizer .tok --out results/profile_step           # one GPU
+    python benchmarks/profile_step.py --device cpu --shape tiny --prompts 4 --micro-batch 2 \
+        --teacher-batch 4 --prompt-len 16 --new-tokens 8 --out /tmp/profile                  # CPU smoke
+
+Builds Qwen3-shaped random student and teacher (``qwen3_shapes.py``), the recipe's policy and teacher
+sections (default ``my-distillation-1n4g.yaml``: FSDP2 student with fp32 master weights and bf16
+compute, bf16 teacher), and one batch of ``prompts`` rows of ``prompt_len + new_tokens`` random
+tokens whose last ``new_tokens`` are the loss targets (the shape of issue 16's benchmark: 64 x
+(128 + 256), micro-batch 16). Each phase runs once to warm up, then once under ``torch.profiler``.
+Per phase the script prints and writes to ``<out>/profile_step.json``: seconds, tokens/s (all
+``prompts x (prompt_len + new_tokens)`` tokens the phase reads), the peak memory the phase added above
+what was allocated before it, and the profiler's top operators (``<out>/<phase>_ops.txt``). The two
+roles live in one process here, so each peak is the phase's own increment, not a role's total.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from qwen3_shapes import build_qwen3_shaped  # noqa: E402
+from step_metrics import PEAK_BF16_FLOPS, count_parameters  # noqa: E402
+
+from nemo_distill.algorithms.distillation_config import DistillationMasterConfig  # noqa: E402
+from nemo_distill.algorithms.distillation_loss import TEACHER_TOPK_INDICES, TEACHER_TOPK_LOGITS, TopkDistillationLoss  # noqa: E402
+from nemo_distill.config.cli import parse_command_line  # noqa: E402
+from nemo_distill.models.policy.interfaces import TokenBatch  # noqa: E402
+
+
+def _single_rank_env() -> None:
+    """A one-rank process group for the workers (they call ``init_process_group`` themselves)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    for key, value in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1",
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}.items():
+        os.environ.setdefault(key, value)
+
+
+def random_batch(prompts: int, prompt_len: int, new_tokens: int, vocab_size: int, seed: int = 0) -> TokenBatch:
+    """``[prompts, prompt_len + new_tokens]`` random ids; only the last ``new_tokens`` are loss targets."""
+    generator = torch.Generator().manual_seed(seed)
+    seq_len = prompt_len + new_tokens
+    input_ids = torch.randint(0, vocab_size, (prompts, seq_len), generator=generator)
+    attention_mask = torch.ones(prompts, seq_len, dtype=torch.long)
+    loss_mask = attention_mask.clone()
+    loss_mask[:, :prompt_len] = 0
+    return TokenBatch(input_ids=input_ids, attention_mask=attention_mask, loss_mask=loss_mask, sample_mask=torch.ones(prompts))
+
+
+def profile_phase(name: str, run, device: torch.device, out: Path, row_limit: int = 25) -> dict:
+    """Warm up once, then time and profile one call of ``run()``; the phase's row of the table."""
+    run()
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync()
+    activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    before = torch.cuda.memory_allocated() if device.type == "cuda" else 0
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    started = time.perf_counter()
+    run()
+    sync()
+    seconds = time.perf_counter() - started
+    peak_added = (torch.cuda.max_memory_allocated() - before) / 2**30 if device.type == "cuda" else None
+    with torch.profiler.profile(activities=activities, profile_memory=False) as prof:
+        run()
+        sync()
+    sort_by = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
+    table = prof.key_averages().table(sort_by=sort_by, row_limit=row_limit, max_name_column_width=60)
+    (out / f"{name}_ops.txt").write_text(table)
+    return {"phase": name, "seconds": seconds, "peak_added_gib": peak_added, "ops_file": f"{name}_ops.txt", "ops_table": table}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    parser.add_argument("--shape", default="qwen3-0.6b", help="a key of qwen3_shapes.QWEN3_SHAPES (tiny: CPU smoke)")
+    parser.add_argument("--recipe", default="configs/recipes/llm/my-distillation-1n4g.yaml")
+    parser.add_argument("--prompts", type=int, default=64)
+    parser.add_argument("--prompt-len", type=int, default=128)
+    parser.add_argument("--new-tokens", type=int, default=256)
+    parser.add_argument("--micro-batch", type=int, default=16, help="policy.train_micro_batch_size")
+    parser.add_argument("--teacher-batch", type=int, default=32, help="teacher.logprob_batch_size")
+    parser.add_argument("--tokenizer", default=None, help="tokenizer folder (default: the embedded SmolLM2 one)")
+    parser.add_argument("--override", nargs="*", default=[], help="extra config overrides (KEY=VALUE)")
+    parser.add_argument("--out", default="results/profile_step")
+    args = parser.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA GPU visible; use --device cpu --shape tiny")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    student_dir = build_qwen3_shaped(str(out / "models" / "student"), args.shape, seed=0, tokenizer_source=args.tokenizer)
+    teacher_dir = build_qwen3_shaped(str(out / "models" / "teacher"), args.shape, seed=1, tokenizer_source=args.tokenizer)
+    seq_len = args.prompt_len + args.new_tokens
+    overrides = [f"policy.model_name={student_dir}", f"teacher.model_name={teacher_dir}",
+                 f"policy.train_micro_batch_size={args.micro_batch}", f"policy.train_global_batch_size={args.prompts}",
+                 f"teacher.logprob_batch_size={args.teacher_batch}", f"policy.max_total_sequence_length={seq_len}",
+                 "env.math.use_math_verify=false", *args.override]
+    if args.device == "cpu":
+        overrides += ["cluster.gpus_per_node=0", "policy.precision=float32", "teacher.precision=float32"]
+    cfg = parse_command_line(["--config", str(REPO / args.recipe), *overrides], DistillationMasterConfig,
+                             default_config=str(REPO / args.recipe), description="profile_step").config
+    _single_rank_env()
+    if args.device == "cpu":
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    from nemo_distill.models.policy.worker import PolicyWorker
+
+    student = PolicyWorker(cfg.policy, total_steps=10)
+    teacher = PolicyWorker(cfg.teacher, trainable=False)
+    vocab_size = student.model.get_output_embeddings().weight.shape[0]
+    batch = random_batch(args.prompts, args.prompt_len, args.new_tokens, vocab_size)
+    k = cfg.distillation.topk_logits_k
+    topk = teacher.get_topk_logits(batch, k)
+    train_batch = TokenBatch(input_ids=batch.input_ids, attention_mask=batch.attention_mask, loss_mask=batch.loss_mask,
+                             sample_mask=batch.sample_mask,
+                             extras={TEACHER_TOPK_LOGITS: topk.values, TEACHER_TOPK_INDICES: topk.indices})
+    loss_fn = TopkDistillationLoss(cfg.loss_fn.kl_type, cfg.loss_fn.mixed_kl_weight, cfg.loss_fn.zero_outside_topk)
+    device = student.device
+    tokens = args.prompts * seq_len
+    params = count_parameters(student_dir)
+    rows = [profile_phase("teacher_topk", lambda: teacher.get_topk_logits(batch, k), device, out),
+            profile_phase("train", lambda: student.train(train_batch, loss_fn), device, out)]
+    for row in rows:
+        row["tokens_per_sec"] = tokens / row["seconds"]
+    rows[1]["mfu"] = 6 * params * tokens / rows[1]["seconds"] / PEAK_BF16_FLOPS
+    setting = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "shape": args.shape, "params": params,
+               "batch": f"{args.prompts} x ({args.prompt_len} + {args.new_tokens}) tokens", "micro_batch": args.micro_batch,
+               "teacher_batch": args.teacher_batch, "topk": k, "recipe": args.recipe, "overrides": args.override,
+               "tokens_counted": "all prompt + response tokens of the batch"}
+    print(f"setting: {json.dumps(setting)}")
+    print(f"{'phase':14} {'seconds':>8} {'tokens/s':>10} {'peak +GiB':>10} {'MFU':>6}")
+    for row in rows:
+        peak = "-" if row["peak_added_gib"] is None else f"{row['peak_added_gib']:.2f}"
+        mfu = f"{row['mfu']:.1%}" if "mfu" in row else ""
+        print(f"{row['phase']:14} {row['seconds']:8.3f} {row['tokens_per_sec']:10.0f} {peak:>10} {mfu:>6}")
+    for row in rows:
+        print(f"\n== {row['phase']}: top operators ({row['ops_file']})\n{row.pop('ops_table')}")
+    (out / "profile_step.json").write_text(json.dumps({"setting": setting, "phases": rows}, indent=2))
+    student.shutdown()
+    teacher.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

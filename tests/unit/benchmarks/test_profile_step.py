@@ -1,0 +1,37 @@
+"""profile_step.py: the CPU smoke run (tiny Qwen3-shaped models) writes its table, JSON and operator tables."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[3]
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+
+def test_random_batch_masks_the_prompt():
+    from profile_step import random_batch
+
+    batch = random_batch(3, prompt_len=5, new_tokens=4, vocab_size=50, seed=1)
+    assert batch.input_ids.shape == (3, 9) and int(batch.input_ids.max()) < 50
+    assert batch.loss_mask[:, :5].sum() == 0 and batch.loss_mask[:, 5:].all() and batch.attention_mask.all()
+
+
+@pytest.mark.slow
+def test_cpu_smoke_run(tmp_path, tokenizer_cli_args):
+    command = [sys.executable, str(REPO / "benchmarks" / "profile_step.py"), "--device", "cpu", "--shape", "tiny", "--prompts", "4",
+               "--micro-batch", "2", "--teacher-batch", "4", "--prompt-len", "16", "--new-tokens", "8", "--out", str(tmp_path)]
+    result = subprocess.run(command + tokenizer_cli_args, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    report = json.loads((tmp_path / "profile_step.json").read_text())
+    phases = {row["phase"]: row for row in report["phases"]}
+    assert set(phases) == {"teacher_topk", "train"}
+    for name, row in phases.items():
+        assert row["seconds"] > 0 and row["tokens_per_sec"] == pytest.approx(4 * 24 / row["seconds"])
+        assert "Name" in (tmp_path / row["ops_file"]).read_text(), name
+    assert 0 < phases["train"]["mfu"] < 1
+    assert "== train: top operators" in result.stdout
