@@ -51,9 +51,15 @@ def kl_gates(task_rewards: torch.Tensor, group_size: int) -> torch.Tensor:
     return (1.0 - group_mean).expand(-1, group_size).reshape(-1)
 
 
-def _group_centered(values: torch.Tensor, group_size: int, name: str) -> torch.Tensor:
+def group_centered(values: torch.Tensor, group_size: int, name: str, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """``values − mean(values over the group)``; with ``valid`` ``[N]`` (1 = kept) the mean runs over the
+    group's kept samples only and dropped samples get 0 (a group with none kept is all 0)."""
     grouped = _grouped(values, group_size, name)
-    return (grouped - grouped.mean(dim=1, keepdim=True)).reshape(values.shape)
+    if valid is None:
+        return (grouped - grouped.mean(dim=1, keepdim=True)).reshape(values.shape)
+    keep = _grouped(valid.to(grouped.dtype) != 0, group_size, "valid").to(grouped.dtype)
+    mean = (grouped * keep).sum(dim=1, keepdim=True) / keep.sum(dim=1, keepdim=True).clamp(min=1.0)
+    return ((grouped - mean) * keep).reshape(values.shape)
 
 
 def sequence_level_advantages(
@@ -66,6 +72,7 @@ def sequence_level_advantages(
     teacher_tau: float,
     student_tau: float,
     kl_only_incorrect: bool = False,
+    valid: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``[N]`` advantages with the full-reward baseline (seed 002, ``use_full_reward_baseline = true``).
 
@@ -73,6 +80,9 @@ def sequence_level_advantages(
         task_rewards: ``[N]`` verifier rewards.
         teacher_logprob_sums: ``[N]`` Σ over response tokens of the teacher's log-prob of the token.
         student_logprob_sums: ``[N]`` the same under the student (the sampling policy).
+        valid: optional ``[N]``, 0 for a sample that does not train (e.g. its prompt with the
+            context did not fit the teacher, so its log-prob sum is an empty 0): it is left out of
+            its group's mean and gets advantage 0. The gate still reads every task reward.
 
     ``r_i = adv_tau · task_i + gate_i · (teacher_tau · Σ log p_teacher − student_tau · Σ log p_student)``
     and ``A_i = r_i − mean(r over i's group)``: the KL terms sit inside the baseline, so each
@@ -86,7 +96,9 @@ def sequence_level_advantages(
     gate = kl_gates(rewards, group_size) if kl_only_incorrect else torch.ones_like(rewards)
     kl_reward = teacher_tau * _float(teacher_logprob_sums) - student_tau * _float(student_logprob_sums)
     full_reward = adv_tau * rewards + gate * kl_reward
-    return _group_centered(full_reward, group_size, "task_rewards")
+    if valid is not None:
+        _check_same_length(task_rewards=task_rewards, valid=valid)
+    return group_centered(full_reward, group_size, "task_rewards", valid)
 
 
 def token_level_kl_advantages(
@@ -119,7 +131,7 @@ def token_level_kl_advantages(
         if expected is None or tuple(tensor.shape) != expected:
             raise ValueError(f"{name} must be [N, T] with N = {task_rewards.shape[0]} like task_rewards, got {tuple(tensor.shape)}")
     rewards = _float(task_rewards)
-    base = adv_tau * _group_centered(rewards, group_size, "task_rewards")
+    base = adv_tau * group_centered(rewards, group_size, "task_rewards")
     gate = kl_gates(rewards, group_size) if kl_only_incorrect else torch.ones_like(rewards)
     kl_part = teacher_tau * _float(teacher_token_logprobs) - student_tau * _float(student_token_logprobs)
     per_token = base[:, None] + gate[:, None] * kl_part

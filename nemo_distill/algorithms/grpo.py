@@ -185,7 +185,7 @@ def train(rt: Runtime) -> None:
                     batch.sample_mask.mul_(scores.scored)  # a sample the teacher could not score does not train
                     mask = batch.valid_target_tokens()
                 mixed = mixed_advantages(mix, rewards * (1.0 if not cfg.env.skip_verification else 0.0), teacher_logprobs,
-                                         rollouts.sampling_logprobs(), mask, group_size=group_size)
+                                         rollouts.sampling_logprobs(), mask, group_size=group_size, valid=batch.sample_mask)
                 advantages = mixed.advantages
                 if mixed.token_terms is not None:
                     extras[TOKEN_ADVANTAGE_TERMS] = mixed.token_terms

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from nemo_distill.algorithms.advantages import kl_gates, sequence_level_advantages
+from nemo_distill.algorithms.advantages import group_centered, kl_gates, sequence_level_advantages
 from nemo_distill.algorithms.grpo_config import ContextDistillationRewardConfig
 from nemo_distill.algorithms.rollouts import RolloutBatch
 from nemo_distill.data.collate import build_token_batch
@@ -75,9 +75,15 @@ class MixedAdvantages:
 
 
 def mixed_advantages(cfg: ContextDistillationRewardConfig, task_rewards: torch.Tensor, teacher_token_logprobs: torch.Tensor,
-                     student_token_logprobs: torch.Tensor, mask: torch.Tensor, *, group_size: int) -> MixedAdvantages:
-    """Seed 002's advantages from ``[N]`` task rewards and ``[N, T]`` teacher / student token log-probs on ``mask``."""
+                     student_token_logprobs: torch.Tensor, mask: torch.Tensor, *, group_size: int,
+                     valid: torch.Tensor | None = None) -> MixedAdvantages:
+    """Seed 002's advantages from ``[N]`` task rewards and ``[N, T]`` teacher / student token log-probs on ``mask``.
+
+    ``valid`` ``[N]`` (default: all 1) marks the samples that train; the others (the teacher could not
+    score them) stay out of the group baselines and the log-prob-sum means, and get advantage 0.
+    """
     mask = mask.to(torch.float32)
+    valid = torch.ones_like(task_rewards, dtype=torch.float32) if valid is None else (valid != 0).to(torch.float32)
     # Off-mask entries may hold anything (padding); zero them with where, not a product (0 * inf = NaN).
     teacher_token_logprobs = torch.where(mask != 0, teacher_token_logprobs, torch.zeros_like(teacher_token_logprobs))
     student_token_logprobs = torch.where(mask != 0, student_token_logprobs, torch.zeros_like(student_token_logprobs))
@@ -85,22 +91,22 @@ def mixed_advantages(cfg: ContextDistillationRewardConfig, task_rewards: torch.T
     student_sums = (student_token_logprobs * mask).sum(dim=1)
     gates = kl_gates(task_rewards, group_size) if cfg.kl_only_incorrect else torch.ones_like(task_rewards, dtype=torch.float32)
     tokens = mask.sum().clamp(min=1.0)
+    kept = valid.sum().clamp(min=1.0)
     metrics = {
         "teacher_kl": float(((student_token_logprobs - teacher_token_logprobs) * mask).sum() / tokens),
         "kl_gate_mean": float(gates.float().mean()),
-        "teacher_logprob_sum_mean": float(teacher_sums.mean()),
-        "student_logprob_sum_mean": float(student_sums.mean()),
+        "teacher_logprob_sum_mean": float((teacher_sums * valid).sum() / kept),
+        "student_logprob_sum_mean": float((student_sums * valid).sum() / kept),
     }
     if cfg.use_full_reward_baseline:
         advantages = sequence_level_advantages(
             task_rewards, teacher_sums, student_sums, group_size=group_size, adv_tau=cfg.adv_tau, teacher_tau=cfg.teacher_tau,
-            student_tau=cfg.student_tau, kl_only_incorrect=cfg.kl_only_incorrect,
+            student_tau=cfg.student_tau, kl_only_incorrect=cfg.kl_only_incorrect, valid=valid,
         )
-        metrics["combined_advantage"] = float(advantages.abs().mean())
+        metrics["combined_advantage"] = float(advantages.abs().sum() / kept)
         return MixedAdvantages(advantages=advantages.float(), token_terms=None, gates=gates.float(), metrics=metrics)
     # Token level: only the task reward is centred; the loss adds the per-token KL terms.
-    centred = task_rewards.float().reshape(-1, group_size)
-    advantages = (cfg.adv_tau * (centred - centred.mean(dim=1, keepdim=True))).reshape(-1)
+    advantages = cfg.adv_tau * group_centered(task_rewards.float(), group_size, "task_rewards", valid)
     token_terms = gates.float()[:, None] * cfg.teacher_tau * teacher_token_logprobs * mask
     combined = advantages[:, None] + token_terms - gates.float()[:, None] * cfg.student_tau * student_token_logprobs * mask
     metrics["combined_advantage"] = float((combined.abs() * mask).sum() / tokens)

@@ -204,3 +204,14 @@ def test_advantages_errors_name_the_problem():
         token_level_kl_advantages(
             four, torch.zeros(4, 3), torch.zeros(4, 2), torch.ones(4, 3), group_size=2, adv_tau=1.0, teacher_tau=1.0, student_tau=1.0
         )
+
+
+def test_sequence_level_advantages_valid_samples_hand_example():
+    # Group (r = 1, 0, 1, 0) with all KL sums 0; sample 2 dropped: mean of kept = (1 + 0 + 0) / 3.
+    task = torch.tensor([1.0, 0.0, 1.0, 0.0], dtype=torch.float64)
+    zeros = torch.zeros(4, dtype=torch.float64)
+    valid = torch.tensor([1.0, 1.0, 0.0, 1.0])
+    advantages = sequence_level_advantages(task, zeros, zeros, group_size=4, adv_tau=1.0, teacher_tau=1.0, student_tau=1.0, valid=valid)
+    assert advantages.tolist() == pytest.approx([2 / 3, -1 / 3, 0.0, -1 / 3], abs=1e-12)
+    with pytest.raises(ValueError, match="same length"):
+        sequence_level_advantages(task, zeros, zeros, group_size=4, adv_tau=1.0, teacher_tau=1.0, student_tau=1.0, valid=valid[:3])

@@ -120,6 +120,39 @@ def test_token_level_mode(taus, kl_only_incorrect):
     assert result.metrics["combined_advantage"] == pytest.approx(total / tokens, rel=1e-5)
 
 
+@pytest.mark.parametrize("use_full_reward_baseline", [True, False])
+def test_unscored_samples_stay_out_of_the_group_baseline(use_full_reward_baseline):
+    """A sample the teacher could not score (valid 0: its mask row is 0, so its sums are an empty 0) must
+    not pull its group's mean toward 0; it gets advantage 0 and stays out of the sum means."""
+    rewards, teacher, student, mask = _inputs(5)
+    valid = torch.ones(12)
+    valid[[1, 4, 5, 6, 7]] = 0.0  # one dropped in group 0, all of group 1 dropped, none in group 2
+    mask = mask * valid[:, None]
+    teacher, student = teacher * mask, student * mask
+    cfg = _cfg(adv_tau=1.0, teacher_tau=0.5, student_tau=0.3, use_full_reward_baseline=use_full_reward_baseline)
+    result = mixed_advantages(cfg, rewards, teacher, student, mask, group_size=GROUP, valid=valid)
+    teacher_sums = [sum(row) for row in teacher.tolist()]
+    student_sums = [sum(row) for row in student.tolist()]
+    if use_full_reward_baseline:
+        per_sample = [r + 0.5 * t - 0.3 * s for r, t, s in zip(rewards.tolist(), teacher_sums, student_sums)]
+    else:
+        per_sample = rewards.tolist()
+    expected = []
+    for g in range(0, 12, GROUP):
+        kept = [per_sample[i] for i in range(g, g + GROUP) if valid[i]]
+        mean = sum(kept) / len(kept) if kept else 0.0
+        expected += [per_sample[i] - mean if valid[i] else 0.0 for i in range(g, g + GROUP)]
+    assert result.advantages.tolist() == pytest.approx(expected, abs=1e-6)
+    assert result.advantages[4:8].abs().max() == 0.0  # a group with nothing kept is all 0
+    assert result.advantages[:4].sum().abs() < 1e-6  # the kept samples of a group still sum to 0
+    kept_rows = [i for i in range(12) if valid[i]]
+    assert result.metrics["teacher_logprob_sum_mean"] == pytest.approx(sum(teacher_sums[i] for i in kept_rows) / len(kept_rows), rel=1e-6)
+    assert result.metrics["student_logprob_sum_mean"] == pytest.approx(sum(student_sums[i] for i in kept_rows) / len(kept_rows), rel=1e-6)
+    # Without valid (the old behaviour) group 0's mean would include the dropped sample's bare task reward.
+    unmasked = mixed_advantages(cfg, rewards, teacher, student, mask, group_size=GROUP)
+    assert unmasked.advantages[:4].tolist() != pytest.approx(expected[:4], abs=1e-6)
+
+
 def test_teacher_kl_metric_is_masked_token_mean():
     rewards, teacher, student, mask = _inputs(3)
     result = mixed_advantages(_cfg(teacher_tau=1.0), rewards, teacher, student, mask, group_size=GROUP)
