@@ -26,6 +26,7 @@ import torch
 from nemo_distill.models.policy.logprobs import compute_dtype as _compute_dtype
 from nemo_distill.models.policy.logprobs import maybe_recompute as _maybe_recompute
 from nemo_distill.models.policy.logprobs import row_chunks as _row_chunks
+from nemo_distill.models.policy.logprobs import split_rows as _split_rows
 from nemo_distill.models.policy.logprobs import selected_token_logprobs, token_logprobs  # noqa: F401 (re-exported)
 
 KL_TYPES = ("forward", "reverse", "mixed")
@@ -191,8 +192,9 @@ def topk_kl_per_token(
 
     batch_size, seq_len, vocab_size = student_logits.shape
     pieces = []
-    for rows in _row_chunks(batch_size, seq_len, vocab_size, chunk_size):
-        args = (student_logits[:, rows], teacher_topk_logits[:, rows], teacher_topk_indices[:, rows])
+    chunks = list(_row_chunks(batch_size, seq_len, vocab_size, chunk_size))
+    for rows, student_rows in zip(chunks, _split_rows(student_logits, chunks)):
+        args = (student_rows, teacher_topk_logits[:, rows], teacher_topk_indices[:, rows])
         # Only the zero_outside_topk path builds [B, c, V] fp32 tensors worth recomputing.
         pieces.append(_maybe_recompute(chunk_kl, *args) if zero_outside_topk else chunk_kl(*args))
     if not pieces:  # T = 0

@@ -34,6 +34,16 @@ def row_chunks(batch_size: int, seq_len: int, vocab_size: int, chunk_size: int |
         yield slice(start, min(start + rows, seq_len))
 
 
+def split_rows(tensor: torch.Tensor, chunks: list[slice]) -> tuple[torch.Tensor, ...]:
+    """``tensor[:, chunk]`` for each of ``chunks`` (consecutive, covering dim 1) as ``torch.split`` views.
+
+    Not plain slicing: the backward of each slice of a ``[B, T, V]`` tensor that requires grad writes
+    a full-size zero gradient and adds it to the others (one full ``[B, T, V]`` pass per chunk);
+    ``split``'s backward concatenates the chunk gradients once.
+    """
+    return torch.split(tensor, [chunk.stop - chunk.start for chunk in chunks], dim=1)
+
+
 def maybe_recompute(function: Callable[..., torch.Tensor], *inputs: torch.Tensor) -> torch.Tensor:
     """Run ``function(*inputs)``; when autograd will need its intermediates, recompute them in
     backward instead of storing them (the fp32 ``[B, chunk, V]`` tensors are the big ones)."""
@@ -64,9 +74,10 @@ def selected_token_logprobs(
         raise ValueError(f"temperature must be > 0, got {temperature}")
     token_ids = token_ids.long()
     batch_size, seq_len, vocab_size = logits.shape
+    chunks = list(row_chunks(batch_size, seq_len, vocab_size, chunk_size))
     pieces = [
-        maybe_recompute(lambda lg, ids: _selected_rows(lg, ids, temperature), logits[:, rows], token_ids[:, rows])
-        for rows in row_chunks(batch_size, seq_len, vocab_size, chunk_size)
+        maybe_recompute(lambda lg, ids: _selected_rows(lg, ids, temperature), logits_rows, token_ids[:, rows])
+        for rows, logits_rows in zip(chunks, split_rows(logits, chunks))
     ]
     if not pieces:
         return logits.new_zeros((batch_size, 0), dtype=compute_dtype(logits))
@@ -108,6 +119,10 @@ def token_entropy(logits: torch.Tensor, chunk_size: int | None = None, *, temper
 # Scoring from hidden states: the output embedding applied a chunk of rows at a time, so neither
 # the model's logits nor their fp32 copy ever exist for a whole micro-batch ([B, chunk, V] only).
 
+# hidden[:, rows] is a strided view; the head gets a contiguous copy ([B, rows, H], small) so its
+# matmul runs as ONE [B*rows, H] x [H, V] GEMM: on a strided input torch fell back to a batched
+# matmul of B tiny [rows, H] x [H, V] products (H200 profile: 32% of the teacher's GPU time, at
+# about 100 TFLOP/s; docs/performance.md).
 # At most this many logits per head call (bf16: 256 MiB, fp32 copy: 512 MiB), whatever chunk_size
 # says: a teacher micro-batch of 32 x 384 rows of a 151936-word vocabulary is 27 rows a call.
 HEAD_CHUNK_ELEMENTS = 2**27
@@ -143,7 +158,7 @@ def head_token_logprobs(
     pieces = [hidden.new_zeros((batch_size, 1), dtype=torch.float32)]
     for rows in row_chunks(batch_size, max(seq_len - 1, 0), 1, head_chunk_rows(batch_size, chunk_size, vocab_size)):
         targets = input_ids[:, rows.start + 1 : rows.stop + 1].long()
-        pieces.append(_selected_rows(head(hidden[:, rows]), targets, temperature).float())
+        pieces.append(_selected_rows(head(hidden[:, rows].contiguous()), targets, temperature).float())
     return torch.cat(pieces, dim=1)
 
 
@@ -162,7 +177,7 @@ def head_topk(
         raise ValueError(f"temperature must be > 0, got {temperature}")
     values, indices = [], []
     for rows in row_chunks(hidden.shape[0], hidden.shape[1], 1, head_chunk_rows(hidden.shape[0], chunk_size, vocab_size)):
-        top = torch.topk(head(hidden[:, rows]), k, dim=-1)
+        top = torch.topk(head(hidden[:, rows].contiguous()), k, dim=-1)
         values.append(top.values.float() / temperature)
         indices.append(top.indices)
     if not values:

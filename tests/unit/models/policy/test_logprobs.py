@@ -127,3 +127,35 @@ def test_token_entropy_matches_brute_force(temperature, chunk_size):
     torch.testing.assert_close(result, torch.tensor(_brute_entropy(logits, temperature), dtype=F64), rtol=1e-12, atol=1e-13)
     # Bounds: 0 <= H <= log V.
     assert (result >= 0).all() and (result <= math.log(logits.shape[-1]) + 1e-12).all()
+
+
+def _backward_node_names(output: torch.Tensor) -> list[str]:
+    names, seen, stack = [], set(), [output.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        names.append(type(node).__name__)
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return names
+
+
+def test_chunked_scores_split_the_logits_once_in_backward():
+    """The chunks are views from one ``torch.split``: a per-chunk slice would give each chunk's backward
+    a full-size [B, T, V] zero gradient to fill and add (one full pass per chunk)."""
+    from nemo_distill.algorithms.loss_functions import topk_kl_per_token
+    from nemo_distill.models.policy.logprobs import selected_token_logprobs
+
+    logits = torch.randn(2, 7, 11, dtype=torch.float64, requires_grad=True)
+    ids = torch.randint(0, 11, (2, 7))
+    teacher = torch.randn(2, 7, 3, dtype=torch.float64)
+    teacher_ids = torch.randint(0, 11, (2, 7, 3))
+    outputs = {"selected_token_logprobs": selected_token_logprobs(logits, ids, chunk_size=3),
+               "topk_kl_per_token": topk_kl_per_token(logits, teacher, teacher_ids, kl_type="forward", chunk_size=3)}
+    for name, output in outputs.items():
+        nodes = _backward_node_names(output.sum())
+        assert "SliceBackward0" not in nodes, name
+        assert sum("SplitWithSizesBackward" in node for node in nodes) == 1, (name, nodes)
+        (grad,) = torch.autograd.grad(output.sum(), logits)
+        assert grad.shape == logits.shape and torch.isfinite(grad).all()
