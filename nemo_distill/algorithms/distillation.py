@@ -35,6 +35,7 @@ from nemo_distill.algorithms.distillation_loss import (
     TEACHER_TOPK_LOGITS,
     TopkDistillationLoss,
 )
+from nemo_distill.algorithms.rollout_prefetch import next_rollouts
 from nemo_distill.algorithms.rollouts import RolloutBatch, sample_rows
 from nemo_distill.algorithms.runtime import (
     Runtime,
@@ -43,7 +44,6 @@ from nemo_distill.algorithms.runtime import (
     frozen_on_device,
     generation_throughput,
     run_algorithm,
-    sample_rollouts,
     train_metrics,
     train_policy,
     training_steps,
@@ -130,7 +130,7 @@ def train(rt: Runtime) -> None:
 
     for step in training_steps(rt, desc="distillation"):
         with timer.time("total_step_time"):
-            rollouts = sample_rollouts(rt, next(rt.train_loader), sampling)
+            rollouts = next_rollouts(rt, sampling, step)  # on-policy, or prefetched (overlap_generation)
             with timer.time("teacher_topk"), frozen_on_device(rt, rt.frozen):
                 extras, context_metrics = teacher_topk_for_rollouts(rt, rollouts, step)
             with timer.time("policy_training"):

@@ -38,6 +38,7 @@ from nemo_distill.algorithms.grpo_loss import (
     finalize_metrics,
 )
 from nemo_distill.algorithms.reward_mix import mixed_advantages, score_with_teacher
+from nemo_distill.algorithms.rollout_prefetch import next_rollouts
 from nemo_distill.algorithms.rollouts import RolloutBatch, sample_rows
 from nemo_distill.algorithms.runtime import (
     Runtime,
@@ -48,7 +49,6 @@ from nemo_distill.algorithms.runtime import (
     generation_throughput,
     refit_if_stale,
     run_algorithm,
-    sample_rollouts,
     train_metrics,
     train_policy,
     training_steps,
@@ -162,7 +162,7 @@ def train(rt: Runtime) -> None:
 
     for step in training_steps(rt, desc="grpo"):
         with timer.time("total_step_time"):
-            rollouts = sample_rollouts(rt, next(rt.train_loader), sampling)
+            rollouts = next_rollouts(rt, sampling, step)  # on-policy, or prefetched (overlap_generation)
             batch = rollouts.token_batch
             mask = batch.valid_target_tokens()
             rewards = task_rewards(rt, rollouts)

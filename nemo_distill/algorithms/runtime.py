@@ -84,6 +84,8 @@ class Runtime:
     offload_each_step: bool = True  # colocated roles move on/off the GPU every step (cluster.offload, resolved at set-up)
     data_skipped_rows: int = 0
     generation_is_stale: bool = True  # the policy changed since the generation workers last got its weights
+    policy_version: int = 0  # optimizer updates applied in this process (train/rollout_staleness counts them)
+    prefetch: Any = None  # rollout_prefetch.RolloutPrefetcher when loop.overlap_generation: the background generation
     consecutive_skipped_steps: int = 0
     skipped_steps: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
@@ -306,6 +308,7 @@ def train_policy(rt: Runtime, batch, loss_fn) -> TrainMetrics:
     else:
         rt.consecutive_skipped_steps = 0
         rt.generation_is_stale = True
+        rt.policy_version += 1
     return metrics
 
 
@@ -324,7 +327,8 @@ def train_metrics(rt: Runtime, result: TrainMetrics) -> dict[str, float]:
 
 def generation_throughput(rt: Runtime, response_lengths: list[int]) -> dict[str, float]:
     """``train/generated_tokens_per_sec``: response tokens of the step over the generation phase's seconds."""
-    seconds = rt.timer.elapsed("generation")
+    # overlap_generation: "generation" is only the wait; the batch's own sampling time is "generation_overlapped"
+    seconds = rt.timer.elapsed("generation_overlapped") or rt.timer.elapsed("generation")
     return {"train/generated_tokens_per_sec": sum(response_lengths) / seconds} if seconds > 0 else {}
 
 
@@ -339,7 +343,8 @@ def finish_step(rt: Runtime, step: int, metrics: dict[str, float], rows: list[di
     if rt.data_skipped_rows:
         metrics["data/skipped_rows"] = float(rt.data_skipped_rows)
     if rt.cluster.uses_gpus:
-        groups = (("trainer", rt.policy), ("teacher", rt.frozen), ("inference", rt.generation))
+        # a busy generation worker would answer only after its prefetch: the prefetcher keeps its last reading
+        groups = (("trainer", rt.policy), ("teacher", rt.frozen), ("inference", rt.prefetch or rt.generation))
         for role, group in groups:
             if group is not None:
                 metrics[f"memory/{role}_peak_gib"] = max(group.peak_memory_gib())
@@ -371,6 +376,8 @@ def validate(rt: Runtime, step: int, *, samples_file: str | None = None) -> dict
     if not rt.val_prompts:
         log.warning("validation skipped at step %d: the validation set is empty", step)
         return {}
+    if rt.prefetch is not None:
+        rt.prefetch.wait()  # the generation workers must be idle (and a failed prefetch raises here)
     refit_if_stale(rt)  # validate the weights this step produced, not the ones generation still holds
     cfg = rt.cfg
     sampling = SamplingParams.from_config(cfg.policy.generation, n=1).greedy()
@@ -406,18 +413,22 @@ def save_checkpoint(rt: Runtime, step: int, metrics: dict[str, float]) -> Path |
     Non-finite metrics are left out of ``training_info.json``; the weights are finite because a
     non-finite step never updates them.
     """
+    # overlap_generation: the data order and seed counters from before the prefetched prompts were drawn, so a
+    # resumed run generates them again
+    loader_state, generate_calls = rt.prefetch.resume_point() if rt.prefetch is not None else (
+        rt.train_loader.state_dict(), rt.generation.get_generate_calls() if rt.generation is not None else None)
     tmp_dir = rt.checkpoints.start(step)
     rt.policy.save_checkpoint(str(tmp_dir / POLICY_CHECKPOINT_SUBDIR))
     (tmp_dir / "config.yaml").write_text(rt.config_yaml)
     info: dict[str, Any] = {
         "step": step,
-        "dataloader": rt.train_loader.state_dict(),
+        "dataloader": loader_state,
         "run_dir": str(rt.run_dir.resolve()),
         "skipped_steps": rt.skipped_steps,
         **{k: v for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)},
     }
-    if rt.generation is not None:
-        info["generate_calls"] = rt.generation.get_generate_calls()
+    if generate_calls is not None:
+        info["generate_calls"] = generate_calls
     return rt.checkpoints.finalize(step, tmp_dir, info)
 
 
@@ -428,6 +439,8 @@ def cleanup(rt: Runtime) -> Path | None:
     try:
         png = plot_metric_curves(rt.run_dir / "metrics.jsonl", rt.cfg.logger.plot_metrics, rt.run_dir / "curves.png")
     finally:
+        if rt.prefetch is not None:
+            rt.prefetch.close()  # no generation left running on workers about to stop
         rt.logger.close()
         for group in (rt.generation, rt.frozen, rt.policy):
             if group is not None:

@@ -8,7 +8,7 @@ algorithm calls it before any worker starts.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from nemo_distill.config import ConfigError
 from nemo_distill.data.datasets import DataConfig
@@ -41,6 +41,9 @@ class LoopConfig:
     max_val_samples: int = field(default=32, metadata={"ge": 1})
     seed: int = 42  # data order
     num_train_samples_to_save: int = field(default=8, metadata={"ge": 0})  # rows of train_data_step{N}.jsonl
+    # Generate step n+1's rollouts while step n trains (algorithms/rollout_prefetch.py): the rollouts are one
+    # policy version stale (train/rollout_staleness); needs split placement (cluster.colocated: false).
+    overlap_generation: bool = False
 
 
 @dataclass
@@ -77,6 +80,14 @@ def check_runtime_config(cfg: RuntimeConfig, *, samples_per_step: int, samples_k
             f"is {cfg.policy.train_global_batch_size} but one step produces {samples_key} = {samples_per_step} samples; "
             "set them equal",
         )
+    for section in (f.name for f in fields(cfg) if isinstance(getattr(cfg, f.name), LoopConfig)):
+        if getattr(cfg, section).overlap_generation and cfg.cluster.colocated:
+            raise ConfigError(
+                f"{section}.overlap_generation",
+                "needs split placement: colocated roles share every slot and take turns on it (generation sleeps while "
+                "the teacher and trainer run), so nothing could overlap; set cluster.colocated=false with "
+                "cluster.inference_gpu_ids / teacher_gpu_ids / trainer_gpu_ids, or set it to false",
+            )
     generation = cfg.policy.generation
     if generation.backend == "vllm" and generation.vllm_cfg.max_model_len < cfg.policy.max_total_sequence_length:
         raise ConfigError(

@@ -30,6 +30,12 @@ class Timer:
             # Recorded even when the block raises, so a failing step still shows where time went.
             self._seconds[name] += time.perf_counter() - started
 
+    def add(self, name: str, seconds: float) -> None:
+        """Add ``seconds`` measured elsewhere (e.g. in another thread: this class is not thread-safe)."""
+        if not name:
+            raise ValueError("Timer.add needs a non-empty phase name")
+        self._seconds[name] += seconds
+
     def elapsed(self, name: str) -> float:
         """Seconds accumulated under ``name`` (0.0 if never timed)."""
         return self._seconds.get(name, 0.0)

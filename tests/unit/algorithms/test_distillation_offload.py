@@ -31,7 +31,7 @@ def _run_two_steps(monkeypatch, offload_each_step: bool) -> tuple[list[str], lis
     cfg = validate(cfg, DistillationMasterConfig)
     events: list[str] = []
     timings: list[dict] = []
-    rt = SimpleNamespace(cfg=cfg, timer=Timer(), train_loader=iter([[], []]), policy=Recorder("policy", events),
+    rt = SimpleNamespace(cfg=cfg, loop=cfg.distillation, timer=Timer(), train_loader=iter([[], []]), policy=Recorder("policy", events),
                          frozen=Recorder("teacher", events), generation=Recorder("generation", events),
                          offload_each_step=offload_each_step, environment=None, tokenizer=SimpleNamespace(pad_token_id=0))
     rollouts = SimpleNamespace(token_batch=SimpleNamespace(extras={}), response_lengths=[1], metrics={})

@@ -46,7 +46,8 @@ class FakePolicy:
 
 def _fake_runtime(losses: list[float], limit: int) -> SimpleNamespace:
     return SimpleNamespace(policy=FakePolicy(losses), cfg=SimpleNamespace(policy=SimpleNamespace(max_consecutive_skipped_steps=limit)),
-                           skipped_steps=0, consecutive_skipped_steps=0, generation_is_stale=False, num_trainer_workers=1)
+                           skipped_steps=0, consecutive_skipped_steps=0, generation_is_stale=False, num_trainer_workers=1,
+                           policy_version=0)
 
 
 def test_n_consecutive_skipped_steps_stop_the_run_naming_the_setting():
@@ -86,7 +87,7 @@ def test_save_checkpoint_leaves_non_finite_metrics_out_and_stays_strict_json(tmp
     checkpoints = CheckpointManager(CheckpointingConfig(enabled=True, checkpoint_dir=str(tmp_path / "ckpt"), keep_top_k=None))
     rt = SimpleNamespace(checkpoints=checkpoints, policy=FakeCheckpointedPolicy(), config_yaml="a: 1\n",
                          train_loader=SimpleNamespace(state_dict=lambda: {"epoch": 0, "position": 4}), run_dir=tmp_path / "run",
-                         skipped_steps=2, generation=None)
+                         skipped_steps=2, generation=None, prefetch=None)
     metrics = {"train/loss": NAN, "train/grad_norm": INF, "validation/accuracy": -INF, "train/lr": 1e-3, "train/skipped_steps": 2.0}
     path = save_checkpoint(rt, 3, metrics)
     text = (path / "training_info.json").read_text()

@@ -78,3 +78,12 @@ def test_real_clock_measures_something():
     with timer.time("sleep"):
         time.sleep(0.02)
     assert 0.015 < timer.elapsed("sleep") < 1.0
+
+
+def test_add_records_seconds_measured_elsewhere():
+    timer = Timer()
+    timer.add("generation_overlapped", 0.25)
+    timer.add("generation_overlapped", 0.5)  # adds, like two timed blocks
+    assert timer.metrics("t") == {"t/generation_overlapped": 0.75}
+    with pytest.raises(ValueError, match="non-empty"):
+        timer.add("", 1.0)
