@@ -8,10 +8,11 @@ and back-propagates. This object knows where the teacher's top-k lives in the ba
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
-from nemo_distill.algorithms.loss_functions import topk_kl_loss
+from nemo_distill.algorithms.loss_functions import check_row_window, topk_kl_loss
 from nemo_distill.data.batch import TokenBatch
 from nemo_distill.models.policy.interfaces import StepCounts
 
@@ -45,8 +46,12 @@ class TopkDistillationLoss:
     same value inside the chunked KL, so both distributions are those the rollouts were sampled
     from, and a teacher identical to the student gives KL 0 at any temperature. Greedy sampling
     (temperature 0) scores at 1.0: build this loss with ``temperature=cfg.policy.generation.temperature or 1.0``.
+
+    Row windows (``rows``, :func:`~.loss_functions.check_row_window`): the KL of each row is its own,
+    and the normaliser is global, so window shares add up to the whole micro-batch's loss.
     """
 
+    supports_row_windows: ClassVar[bool] = True  # the worker may call it per window (policy.train_head_chunk_rows)
     kl_type: str
     mixed_kl_weight: float = 0.5
     zero_outside_topk: bool = False
@@ -59,16 +64,17 @@ class TopkDistillationLoss:
                 "pass `policy.generation.temperature or 1.0` (greedy sampling scores at 1.0)"
             )
 
-    def __call__(self, logits: torch.Tensor, batch: TokenBatch, *, counts: StepCounts) -> tuple[torch.Tensor, dict[str, float]]:
-        rows = prediction_row_mask(batch)
-        teacher_logits = batch.extras[TEACHER_TOPK_LOGITS]
-        teacher_indices = batch.extras[TEACHER_TOPK_INDICES]
-        seq_len = logits.shape[1]
+    def __call__(self, logits: torch.Tensor, batch: TokenBatch, *, counts: StepCounts,
+                 rows: slice | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+        """``logits`` ``[b, rows, V]``: the prediction rows ``rows`` of the micro-batch (None: all of them);
+        returns their share of the step loss (the per-row KL of those rows / the global token count)."""
+        rows = check_row_window(rows, logits, batch.seq_len)
+        mask = prediction_row_mask(batch)[:, rows]
         loss = topk_kl_loss(
             logits,
-            teacher_logits[:, :seq_len].to(logits.device),
-            teacher_indices[:, :seq_len].to(logits.device),
-            rows[:, :seq_len].to(logits.device),
+            batch.extras[TEACHER_TOPK_LOGITS][:, rows].to(logits.device),
+            batch.extras[TEACHER_TOPK_INDICES][:, rows].to(logits.device),
+            mask.to(logits.device),
             kl_type=self.kl_type,
             mixed_kl_weight=self.mixed_kl_weight,
             zero_outside_topk=self.zero_outside_topk,

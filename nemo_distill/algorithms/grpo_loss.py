@@ -18,13 +18,20 @@ turns them into means).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
-from nemo_distill.algorithms.loss_functions import clipped_surrogate_per_token, k3_kl_per_token, normalize_token_loss
+from nemo_distill.algorithms.loss_functions import (
+    check_row_window,
+    clipped_surrogate_per_token,
+    k3_kl_per_token,
+    normalize_token_loss,
+    row_entropy,
+    window_token_logprobs,
+)
 from nemo_distill.data.batch import TokenBatch
 from nemo_distill.models.policy.interfaces import StepCounts
-from nemo_distill.models.policy.logprobs import token_entropy, token_logprobs
 
 ADVANTAGES = "advantages"
 OLD_LOGPROBS = "old_logprobs"
@@ -35,8 +42,14 @@ KL_GATES = "kl_gates"
 
 @dataclass
 class GRPOLoss:
-    """Clipped surrogate + optional ``beta``·k3 KL, normalised per ``loss_type`` by the step's global counts."""
+    """Clipped surrogate + optional ``beta``·k3 KL, normalised per ``loss_type`` by the step's global counts.
 
+    ``rows`` (a window of prediction rows, :func:`~.loss_functions.check_row_window`): the per-token
+    terms of the tokens those rows predict only; grpo's per-sequence and bnpo's per-micro-batch
+    token counts still come from the whole micro-batch, so window shares add up to the whole loss.
+    """
+
+    supports_row_windows: ClassVar[bool] = True  # the worker may call it per window (policy.train_head_chunk_rows)
     loss_type: str = "grpo"
     clip_eps_low: float = 0.2
     clip_eps_high: float = 0.2
@@ -47,30 +60,35 @@ class GRPOLoss:
     token_student_tau: float = 0.0  # seed 002 token-level mode: − gate·student_tau·log p_trainer (detached)
     logprob_chunk_size: int | None = None
 
-    def __call__(self, logits: torch.Tensor, batch: TokenBatch, *, counts: StepCounts) -> tuple[torch.Tensor, dict[str, float]]:
-        mask = batch.valid_target_tokens()
-        logprobs = token_logprobs(logits, batch.input_ids, self.logprob_chunk_size, temperature=self.temperature)
+    def __call__(self, logits: torch.Tensor, batch: TokenBatch, *, counts: StepCounts,
+                 rows: slice | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+        rows = check_row_window(rows, logits, batch.seq_len)
+        # Everything below is in the window's token layout: [B, n], entry i is token rows.start + 1 + i.
+        logprobs, tokens = window_token_logprobs(logits, batch.input_ids, rows, self.logprob_chunk_size,
+                                                 temperature=self.temperature)
+        full_mask = batch.valid_target_tokens()[:, 1:]  # token 0 is never predicted (as in StepCounts)
+        mask = batch.valid_target_tokens()[:, tokens]
         advantages = batch.extras[ADVANTAGES].to(logprobs.dtype)
         if TOKEN_ADVANTAGE_TERMS in batch.extras:
             gates = batch.extras[KL_GATES].to(logprobs.dtype)[:, None]
-            advantages = (advantages[:, None] + batch.extras[TOKEN_ADVANTAGE_TERMS].to(logprobs.dtype)
+            advantages = (advantages[:, None] + batch.extras[TOKEN_ADVANTAGE_TERMS][:, tokens].to(logprobs.dtype)
                           - gates * self.token_student_tau * logprobs.detach())
         token_loss, clipped, log_ratio = clipped_surrogate_per_token(
-            logprobs, batch.extras[OLD_LOGPROBS].to(logprobs.dtype), advantages, mask,
+            logprobs, batch.extras[OLD_LOGPROBS][:, tokens].to(logprobs.dtype), advantages, mask,
             clip_eps_low=self.clip_eps_low, clip_eps_high=self.clip_eps_high, dual_clip_c=self.dual_clip_c,
         )
         metrics: dict[str, float] = {}
         if REFERENCE_LOGPROBS in batch.extras:
-            kl = k3_kl_per_token(logprobs, batch.extras[REFERENCE_LOGPROBS], mask)
+            kl = k3_kl_per_token(logprobs, batch.extras[REFERENCE_LOGPROBS][:, tokens], mask)
             if self.beta > 0:
                 token_loss = token_loss + self.beta * kl
             metrics["kl_sum"] = float((kl.detach() * mask).sum())
         loss = normalize_token_loss(
             token_loss, mask, loss_type=self.loss_type, num_sequences=counts.sequences, num_tokens=counts.tokens,
-            max_new_tokens=self.max_new_tokens, num_micro_batches=counts.micro_batches,
+            max_new_tokens=self.max_new_tokens, num_micro_batches=counts.micro_batches, full_mask=full_mask,
         )
         with torch.no_grad():
-            entropy = token_entropy(logits, self.logprob_chunk_size, temperature=self.temperature)
+            entropy = row_entropy(logits[:, : mask.shape[1]], self.logprob_chunk_size, temperature=self.temperature)
             metrics.update({
                 "tokens": float(mask.sum()),
                 "clipped_tokens": float((clipped.to(mask.dtype) * mask).sum()),

@@ -17,6 +17,9 @@ ever holds a full fp32 ``[B, T, V]``.
 * :func:`token_logprobs` / :func:`selected_token_logprobs` -- ``log p(token)`` without a full fp32
   log-softmax (defined in :mod:`nemo_distill.models.policy.logprobs`, re-exported).
 * :func:`masked_token_mean` -- the shared reduction.
+* :func:`check_row_window` / :func:`window_token_logprobs` / :func:`row_entropy` -- row windows: a
+  trainer-facing loss called with ``rows=slice(s, e)`` gets only logits rows ``s..e-1`` (the worker's
+  ``policy.train_head_chunk_rows``) and returns that window's share of the micro-batch loss.
 """
 
 from __future__ import annotations
@@ -64,6 +67,68 @@ def masked_token_mean(values: torch.Tensor, mask: torch.Tensor, normalizer: Norm
     # A safe denominator, not torch.where on the quotient: 0/0 in the unused branch would still
     # send NaN into the gradient.
     return total / torch.where(count != 0, count, torch.ones_like(count))
+
+
+# ---------------------------------------------------------------------------------------------
+# Row windows. With ``policy.train_head_chunk_rows`` the worker applies the output embedding to a
+# window of prediction rows at a time and calls the loss once per window with ``rows``; the loss
+# returns the window's per-row terms only, but divides by normalisers of the WHOLE micro-batch
+# (global StepCounts, grpo's per-sequence and bnpo's per-micro-batch token counts), so the window
+# shares add up exactly to the full-logits loss.
+
+
+def check_row_window(rows: slice | None, logits: torch.Tensor, seq_len: int) -> slice:
+    """The prediction-row window ``logits`` ``[B, rows, V]`` covers of a ``seq_len``-row micro-batch.
+
+    ``rows=None`` means all rows (``logits`` is the whole ``[B, seq_len, V]``). Raises ``ValueError``
+    when the window is not a plain ``slice(start, stop)`` inside ``[0, seq_len]`` whose length is
+    ``logits.shape[1]``.
+    """
+    if rows is None:
+        rows = slice(0, logits.shape[1])
+    if not isinstance(rows, slice) or rows.step not in (None, 1) or rows.start is None or rows.stop is None:
+        raise ValueError(f"rows must be slice(start, stop) of prediction rows, got {rows!r}")
+    if not 0 <= rows.start <= rows.stop <= seq_len or rows.stop - rows.start != logits.shape[1]:
+        raise ValueError(
+            f"rows={rows!r} must lie within the micro-batch's {seq_len} rows and match the logits' "
+            f"{logits.shape[1]} rows (logits shape {tuple(logits.shape)})"
+        )
+    return rows
+
+
+def window_tokens(rows: slice, seq_len: int) -> slice:
+    """Token positions predicted by prediction rows ``rows`` (row ``t`` predicts token ``t + 1``; the
+    last row of the sequence predicts nothing), in the token layout of :mod:`nemo_distill.data.batch`."""
+    return slice(rows.start + 1, max(rows.start + 1, min(rows.stop + 1, seq_len)))
+
+
+def window_token_logprobs(
+    logits: torch.Tensor, input_ids: torch.Tensor, rows: slice, chunk_size: int | None = None, *, temperature: float = 1.0
+) -> tuple[torch.Tensor, slice]:
+    """``(log p [B, n], tokens)``: log-probs of the tokens the window's rows predict, ``tokens`` their
+    positions (:func:`window_tokens`; ``n = tokens.stop - tokens.start``).
+
+    ``logits`` ``[B, rows, V]`` raw logits of the prediction rows ``rows`` (checked by
+    :func:`check_row_window`); ``input_ids`` ``[B, T]`` the whole micro-batch. Entry ``[b, i]`` is
+    ``log softmax(logits[b, i] / temperature)[input_ids[b, rows.start + 1 + i]]`` (fp32, or float64
+    for float64 logits). With ``rows = slice(0, T)`` this is ``token_logprobs(logits, input_ids)[:, 1:]``.
+    """
+    tokens = window_tokens(rows, input_ids.shape[1])
+    count = tokens.stop - tokens.start
+    scores = selected_token_logprobs(logits[:, :count], input_ids[:, tokens], chunk_size, temperature=temperature)
+    return scores, tokens
+
+
+@torch.no_grad()
+def row_entropy(logits: torch.Tensor, chunk_size: int | None = None, *, temperature: float = 1.0) -> torch.Tensor:
+    """``[B, rows]`` entropy (nats) of ``softmax(logits / temperature)`` per row of ``logits`` ``[B, rows, V]``,
+    ``chunk_size`` fp32 rows at a time; no gradient."""
+    batch_size, num_rows, vocab_size = logits.shape
+    pieces = [logits.new_zeros((batch_size, 0), dtype=_compute_dtype(logits))]
+    for chunk in _row_chunks(batch_size, num_rows, vocab_size, chunk_size):
+        logprobs = torch.log_softmax(logits[:, chunk].to(_compute_dtype(logits)) / temperature, dim=-1)
+        pieces.append(-(logprobs.exp() * logprobs).sum(-1))
+    return torch.cat(pieces, dim=1)
 
 
 def _check_topk_inputs(student_logits, teacher_topk_logits, teacher_topk_indices, kl_type, mixed_kl_weight, student_temperature) -> None:
@@ -326,6 +391,7 @@ def normalize_token_loss(
     num_tokens: float,
     max_new_tokens: int | None = None,
     num_micro_batches: int = 1,
+    full_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Reduce a ``[B, T]`` per-token loss the way ``loss_type`` says; a micro-batch's share of the step loss.
 
@@ -338,13 +404,21 @@ def normalize_token_loss(
 
     ``num_sequences`` / ``num_tokens`` are the step's global counts (:class:`StepCounts`); summing
     the results of all micro-batches and ranks gives the step's loss.
+
+    ``full_mask``: when ``token_loss`` / ``mask`` cover only a window of the micro-batch's tokens
+    (``[B, n]``, see :func:`check_row_window`), the micro-batch's whole ``[B, T]`` target mask:
+    grpo's per-sequence and bnpo's per-micro-batch token counts come from it, never from the
+    window, so the windows' results add up to the whole micro-batch's.
     """
     if loss_type not in GRPO_LOSS_TYPES:
         raise ValueError(f"loss_type={loss_type!r} is not supported; allowed values: {list(GRPO_LOSS_TYPES)}")
     weights = mask.to(token_loss.dtype)
     masked = torch.where(weights != 0, token_loss * weights, torch.zeros_like(token_loss))
+    count_weights = weights if full_mask is None else full_mask.to(token_loss.dtype)
+    if count_weights.shape[0] != weights.shape[0]:
+        raise ValueError(f"full_mask {tuple(count_weights.shape)} must have the {weights.shape[0]} sequences of mask {tuple(weights.shape)}")
     if loss_type == "grpo":
-        per_sequence = masked.sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+        per_sequence = masked.sum(dim=1) / count_weights.sum(dim=1).clamp(min=1.0)
         return per_sequence.sum() / num_sequences
     if loss_type == "dr_grpo":
         if max_new_tokens is None or max_new_tokens < 1:
@@ -352,7 +426,7 @@ def normalize_token_loss(
         return masked.sum() / (num_sequences * max_new_tokens)
     if loss_type == "dapo":
         return masked.sum() / num_tokens
-    return masked.sum() / weights.sum().clamp(min=1.0) / num_micro_batches
+    return masked.sum() / count_weights.sum().clamp(min=1.0) / num_micro_batches
 
 
 def grpo_loss(

@@ -14,10 +14,11 @@ Responses come from ``data.<split>.response_key`` (a file column) or a built-in 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
+from nemo_distill.algorithms.loss_functions import check_row_window, window_token_logprobs
 from nemo_distill.algorithms.runtime import (
     Runtime,
     build_runtime,
@@ -33,7 +34,6 @@ from nemo_distill.data.batch import TokenBatch
 from nemo_distill.data.collate import build_token_batch
 from nemo_distill.data.processors import ProcessedPrompt
 from nemo_distill.models.policy.interfaces import StepCounts
-from nemo_distill.models.policy.logprobs import token_logprobs
 from nemo_distill.utils.progress import progress_bar
 
 SUMMARY_LABELS = {"train/loss": "train/loss (NLL per token)", "validation/loss": "validation/loss", "validation/accuracy": "validation/accuracy"}
@@ -57,13 +57,21 @@ def check_sft_config(cfg: SFTMasterConfig) -> None:
 
 @dataclass
 class SFTLoss:
-    """Cross-entropy on target (response) tokens, normalised by the step's global target-token count."""
+    """Cross-entropy on target (response) tokens, normalised by the step's global target-token count.
 
+    ``rows`` (a window of prediction rows, :func:`~.loss_functions.check_row_window`): only the
+    tokens those rows predict count; the window shares over any split add up to the whole loss.
+    """
+
+    supports_row_windows: ClassVar[bool] = True  # the worker may call it per window (policy.train_head_chunk_rows)
     logprob_chunk_size: int | None = None
 
-    def __call__(self, logits: torch.Tensor, batch: TokenBatch, *, counts: StepCounts) -> tuple[torch.Tensor, dict[str, float]]:
-        mask = batch.valid_target_tokens()
-        nll_sum = -(token_logprobs(logits, batch.input_ids, self.logprob_chunk_size) * mask).sum()
+    def __call__(self, logits: torch.Tensor, batch: TokenBatch, *, counts: StepCounts,
+                 rows: slice | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+        rows = check_row_window(rows, logits, batch.seq_len)
+        logprobs, tokens = window_token_logprobs(logits, batch.input_ids, rows, self.logprob_chunk_size)
+        mask = batch.valid_target_tokens()[:, tokens]
+        nll_sum = -(logprobs * mask).sum()
         return nll_sum / counts.tokens, {"nll_sum": float(nll_sum.detach()), "tokens": float(mask.sum())}
 
 
