@@ -106,6 +106,10 @@ class PolicyConfig(TeacherConfig):
     train_global_batch_size: int = field(default=8, metadata={"ge": 1})  # samples per optimizer step (all ranks)
     train_micro_batch_size: int = field(default=2, metadata={"ge": 1})  # samples per forward/backward per rank
     max_grad_norm: float | None = 1.0  # clip the global gradient L2 norm to this; None: no clipping
+    # > 0: training applies the output embedding this many prediction rows at a time, the loss per
+    # window under activation checkpointing (no [b, T, V] logits for a micro-batch); 0: full logits.
+    # Needs tp = cp = 1 and a loss with supports_row_windows (else full logits, logged once).
+    train_head_chunk_rows: int = field(default=0, metadata={"ge": 0})
     # a step whose loss or gradient norm is NaN/inf is skipped (weights unchanged); this many in a row stop the run
     max_consecutive_skipped_steps: int = field(default=3, metadata={"ge": 1})
     lora: LoraConfig = field(default_factory=LoraConfig)

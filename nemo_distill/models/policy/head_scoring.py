@@ -15,6 +15,13 @@ root forward) that
 Self-check: the model's returned last-row logits must equal ``head(hidden[:, -1:])``. A model that
 transforms logits after its head (Gemma's final soft-capping, Cohere's logit scale) or does not
 feed the head the full hidden states fails the check; the caller then falls back to full logits.
+
+Training (``policy.train_head_chunk_rows > 0``) uses the same hook with autograd on:
+:func:`train_loss_with_chunked_head` sums a loss over windows of prediction rows, each window's
+``head(hidden[:, rows])`` and loss share under non-reentrant activation checkpointing, so one
+window's ``[B, rows, V]`` logits (and the loss's fp32 intermediates) exist at a time in the forward
+AND in the backward, which recomputes them. Under FSDP2 the head's root unit is not resharded
+after forward (FSDP2's default for the root), so the recompute in backward finds it unsharded.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from __future__ import annotations
 from typing import Callable, TypeVar
 
 import torch
+from torch.utils.checkpoint import checkpoint
 
 Result = TypeVar("Result")
 
@@ -42,6 +50,57 @@ def score_with_chunked_head(
     Raises :class:`ChunkedHeadUnsupported` when the model has no output embedding, does not give it
     ``[B, T, H]``, or changes the logits after it (see the module docstring).
     """
+    return _forward_with_head_hook(model, input_ids, attention_mask, score)[0]
+
+
+WindowLoss = Callable[[torch.Tensor, slice], tuple[torch.Tensor, dict[str, float]]]
+
+
+def train_loss_with_chunked_head(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    window_rows: int,
+    window_loss: WindowLoss,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """``(Σ_w loss_w, Σ_w metrics_w)`` over windows ``w`` of ``window_rows`` prediction rows (the last one
+    shorter), where ``(loss_w, metrics_w) = window_loss(head(hidden[:, w]), w)``; one forward of ``model``,
+    with autograd: call ``.backward()`` on the returned loss.
+
+    Args:
+        input_ids / attention_mask: ``[B, T]`` the micro-batch.
+        window_rows: prediction rows per head call (>= 1); windows cover rows ``0 .. T-1``.
+        window_loss: ``(logits [B, rows, V] raw, rows: slice) -> (scalar loss share, additive float metrics)``.
+
+    Each window runs under ``checkpoint(..., use_reentrant=False)``: only ``hidden[:, w]`` is saved, so
+    a window's logits are freed once its loss is computed and recomputed one window at a time in
+    backward (non-reentrant checkpointing stops the recompute once the loss's saved tensors are back,
+    so no-grad metric work after the loss is not repeated). The returned loss also carries an empty
+    slice of the model's own output logits, so backward always reaches the model (a window loss may
+    have no gradient path, e.g. a one-token micro-batch), and FSDP2's backward hooks on the root's
+    output run as they do with full logits. Raises :class:`ChunkedHeadUnsupported` as
+    :func:`score_with_chunked_head` does.
+    """
+    if window_rows < 1:
+        raise ValueError(f"window_rows must be >= 1, got {window_rows}")
+
+    def windowed(hidden: torch.Tensor, head: Callable[[torch.Tensor], torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        total, sums = None, {}
+        for start in range(0, hidden.shape[1], window_rows):
+            rows = slice(start, min(start + window_rows, hidden.shape[1]))
+            loss, metrics = checkpoint(lambda piece, rows=rows: window_loss(head(piece), rows), hidden[:, rows],
+                                       use_reentrant=False)
+            total = loss if total is None else total + loss
+            for name, value in metrics.items():
+                sums[name] = sums.get(name, 0.0) + float(value)
+        return total, sums
+
+    (loss, sums), output = _forward_with_head_hook(model, input_ids, attention_mask, windowed)
+    return loss + output.logits[..., :0].sum(), sums
+
+
+def _forward_with_head_hook(model, input_ids, attention_mask, score):
+    """``(score(hidden, head), model output)``: the forward of :func:`score_with_chunked_head`, self-check included."""
     head = model.get_output_embeddings()
     if head is None:
         raise ChunkedHeadUnsupported(f"{type(model).__name__}.get_output_embeddings() is None")
@@ -80,4 +139,4 @@ def score_with_chunked_head(
         raise ChunkedHeadUnsupported(state.get("error", "the output embedding was never called"))
     if not torch.equal(output.logits[:, -1].float(), state["last_row"].float()):
         raise ChunkedHeadUnsupported(f"{type(model).__name__} transforms its logits after the output embedding")
-    return state["result"]
+    return state["result"], output

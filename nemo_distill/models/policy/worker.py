@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from torch.distributed.fsdp import FSDPModule
 
 from nemo_distill.data.batch import TokenBatch
 from nemo_distill.models.loading import load_causal_lm, resolve_dtype
@@ -27,7 +28,7 @@ from nemo_distill.models.policy import checkpointing, context_parallel, weights
 from nemo_distill.models.policy.collectives import all_reduce_sum, all_reduce_sum_dict
 from nemo_distill.models.policy.config import OptimizerConfig, PolicyConfig, SchedulerConfig, TeacherConfig
 from nemo_distill.models.policy.grad_norm import clip_grad_norm
-from nemo_distill.models.policy.head_scoring import ChunkedHeadUnsupported, score_with_chunked_head
+from nemo_distill.models.policy.head_scoring import ChunkedHeadUnsupported, score_with_chunked_head, train_loss_with_chunked_head
 from nemo_distill.models.policy.interfaces import LossFunction, RankInfo, StepCounts, TopkLogits, TrainMetrics
 from nemo_distill.models.policy.logprobs import head_token_logprobs, head_topk, token_logprobs
 from nemo_distill.models.policy.lora import apply_lora, lora_scale
@@ -141,6 +142,7 @@ class PolicyWorker:
         # Scoring applies the output embedding chunk by chunk (no [B, T, V] logits) unless the model
         # failed head_scoring's self-check; TP (vocab-sharded head) and CP always use full logits.
         self.chunked_head = self.layout.tp_size == 1 and self.layout.cp_size == 1
+        self._full_logits_reasons_logged: set[str] = set()  # why training used full logits despite train_head_chunk_rows
         self._transfer_buffer: torch.Tensor | None = None  # packed refit bucket (GPU transports), reused
         self._transfer_group = None  # rank 0's process group with the generation workers (broadcast refit)
         if init_checkpoint is not None:
@@ -248,8 +250,7 @@ class PolicyWorker:
         loss_sum, metric_sums = 0.0, {}
         for micro in batch.micro_batches(self.cfg.train_micro_batch_size):
             micro = micro.trim_padding()
-            logits = self._forward_logits(micro)
-            loss, metrics = loss_fn(logits, micro, counts=counts)
+            loss, metrics = self._micro_batch_loss(micro, loss_fn, counts)
             # A micro-batch without targets still runs forward/backward (its loss is 0): skipping it
             # would leave this rank out of FSDP's all-gathers / reduce-scatters and hang the others.
             (loss * self.grad_sum_scale).backward()
@@ -258,6 +259,46 @@ class PolicyWorker:
                 metric_sums[name] = metric_sums.get(name, 0.0) + float(value)
         sum_head_local_grads(self.head_local_modules, self.layout.tp_group)
         return loss_sum, metric_sums, counts
+
+    def _micro_batch_loss(self, micro: TokenBatch, loss_fn: LossFunction, counts: StepCounts) -> tuple[torch.Tensor, dict[str, float]]:
+        """The micro-batch's loss share and metric sums, from one forward (with autograd).
+
+        With ``train_head_chunk_rows`` (and a loss that supports row windows, tp = cp = 1, a model
+        that passed head_scoring's self-check) the loss is the sum of its window shares,
+        :func:`~.head_scoring.train_loss_with_chunked_head`: no ``[b, T, V]`` logits exist, in the
+        forward or the backward. Otherwise ``loss_fn`` gets the full logits.
+        """
+        window_rows = self._train_head_window_rows(loss_fn)
+        if window_rows:
+            try:
+                return train_loss_with_chunked_head(
+                    self.model, micro.input_ids, micro.attention_mask, window_rows,
+                    lambda logits, rows: loss_fn(logits, micro, counts=counts, rows=rows))
+            except ChunkedHeadUnsupported as error:
+                log.warning("training and scoring with full [B, T, V] logits from now on: %s", error)
+                self.chunked_head = False
+        return loss_fn(self._forward_logits(micro), micro, counts=counts)
+
+    def _train_head_window_rows(self, loss_fn: LossFunction) -> int:
+        """``train_head_chunk_rows`` when the windowed output layer can be used for ``loss_fn``, else 0
+        (the reason is logged once). ``models/`` never imports ``algorithms/``: a loss opts in with a
+        ``supports_row_windows = True`` class attribute and a ``rows=`` keyword."""
+        rows = getattr(self.cfg, "train_head_chunk_rows", 0)
+        if not rows:
+            return 0
+        if self.layout.tp_size > 1 or self.layout.cp_size > 1:
+            reason = (f"tensor/context parallel (tp={self.layout.tp_size}, cp={self.layout.cp_size}) gathers full "
+                      "logits; train_head_chunk_rows needs tp = cp = 1")
+        elif not self.chunked_head:
+            reason = "the model failed head_scoring's self-check (its logits are not output_embedding(hidden))"
+        elif not getattr(loss_fn, "supports_row_windows", False):
+            reason = f"{type(loss_fn).__name__} does not declare supports_row_windows = True"
+        else:
+            return rows
+        if reason not in self._full_logits_reasons_logged:
+            self._full_logits_reasons_logged.add(reason)
+            log.warning("policy.train_head_chunk_rows=%d ignored, training with full [B, T, V] logits: %s", rows, reason)
+        return 0
 
     # ------------------------------------------------------------------ scoring
     @torch.no_grad()
@@ -511,6 +552,12 @@ class PolicyWorker:
         """
         if not self.trainable:
             raise RuntimeError("reset() called on a frozen (trainable=False) worker")
+        # FSDP2 leaves its root unit unsharded after a forward (e.g. get_logprobs'), with the gathered
+        # copies registered as the module's parameters: the copy below and the new AdamW must see the
+        # sharded parameters, or the root's (embeddings, final norm, head) would neither be restored nor trained.
+        for module in self.model.modules():
+            if isinstance(module, FSDPModule):
+                module.reshard()
         for name, param in self.model.named_parameters():
             if name in self._initial_trainable_state:
                 local = param.to_local() if hasattr(param, "to_local") else param
