@@ -140,3 +140,37 @@ def test_windowed_output_layer_trains_like_full_logits(tiny_model_dir, tmp_path)
                 assert params.keys() == ref_params.keys() and params, case
                 for key, value in ref_params.items():
                     torch.testing.assert_close(params[key], value, rtol=1e-6, atol=1e-6, msg=lambda m: f"{case} {key}: {m}")
+
+
+def test_knob_bounds_and_when_it_applies(caplog):
+    """``train_head_chunk_rows`` >= 0 (ConfigError names the key); it applies only with tp = cp = 1, a model
+    that passed the self-check and a loss with ``supports_row_windows``; each reason is logged once."""
+    from types import SimpleNamespace
+
+    import pytest
+
+    from nemo_distill.algorithms.sft import SFTLoss
+    from nemo_distill.config.errors import ConfigError
+    from nemo_distill.config.schema import build_dataclass
+    from nemo_distill.models.policy.config import PolicyConfig
+    from nemo_distill.models.policy.worker import PolicyWorker
+
+    assert PolicyConfig().train_head_chunk_rows == 0
+    with pytest.raises(ConfigError, match="policy.train_head_chunk_rows"):
+        build_dataclass(PolicyConfig, {"train_head_chunk_rows": -1}, "policy")
+
+    def window_rows(loss_fn, *, tp=1, cp=1, chunked=True, rows=8, logged=None):
+        fake = SimpleNamespace(cfg=SimpleNamespace(train_head_chunk_rows=rows), layout=SimpleNamespace(tp_size=tp, cp_size=cp),
+                               chunked_head=chunked, _full_logits_reasons_logged=set() if logged is None else logged)
+        return PolicyWorker._train_head_window_rows(fake, loss_fn)
+
+    assert window_rows(SFTLoss()) == 8
+    assert window_rows(SFTLoss(), rows=0) == 0
+    assert window_rows(MaskedNLLLoss()) == 0
+    assert window_rows(SFTLoss(), chunked=False) == 0
+    logged: set[str] = set()
+    with caplog.at_level("WARNING"):
+        assert window_rows(SFTLoss(), tp=2, logged=logged) == 0
+        assert window_rows(SFTLoss(), tp=2, logged=logged) == 0
+    messages = [record.getMessage() for record in caplog.records if "tp=2" in record.getMessage()]
+    assert len(messages) == 1 and "train_head_chunk_rows=8 ignored" in messages[0]
