@@ -41,6 +41,11 @@ class LossFunction(Protocol):
         micro-batches and data-parallel ranks and the algorithm turns into means.
 
     Implementations are picklable dataclasses: they travel to the workers through Ray.
+
+    Row windows (``policy.train_head_chunk_rows``): a loss whose class sets ``supports_row_windows =
+    True`` also accepts ``rows=slice(start, stop)``; ``logits`` is then ``[b, stop - start, V]``,
+    prediction rows ``start .. stop - 1`` only, and it returns that window's share (normalisers from
+    the whole micro-batch), so the shares of any split add up to the full-logits call.
     """
 
     def __call__(
