@@ -60,10 +60,15 @@ def summarize_steps(rows: list[dict], *, samples_per_step: int, topk_k: int, tra
     generated = _mean([row["train/mean_gen_tokens_per_sample"] * samples_per_step for row in rows])
     trained = _mean([row["train/trained_tokens_per_sec_per_gpu"] * trainer_gpus * row["timing/train/policy_training"] for row in rows])
     step_s, train_s = out["total_step_time_s"], out["policy_training_s"]
+    # With overlap_generation, timing/train/generation is only the driver's wait; the sampling's own
+    # time (in the background) is generation_overlapped, which is what a generation rate must use.
+    overlapped = _mean([row["timing/train/generation_overlapped"] for row in rows if "timing/train/generation_overlapped" in row])
+    generation_s = overlapped if overlapped else out.get("generation_s")
     out.update(
         generated_tokens=generated,
         trained_tokens=trained,
-        generation_tokens_per_s=generated / out["generation_s"] if out.get("generation_s") else None,
+        generation_overlapped_s=overlapped,
+        generation_tokens_per_s=generated / generation_s if generation_s else None,
         teacher_tokens_per_s=trained / out["teacher_topk_s"] if out.get("teacher_topk_s") else None,
         train_tokens_per_s=trained / train_s,
         step_generated_tokens_per_s_per_gpu=generated / step_s / total_gpus,

@@ -52,6 +52,8 @@ class SFTMasterConfig(RuntimeConfig):
 
 
 def check_sft_config(cfg: SFTMasterConfig) -> None:
+    if cfg.sft.overlap_generation:  # before the placement check: whatever the placement, SFT has nothing to overlap
+        raise ConfigError("sft.overlap_generation", "SFT samples no rollouts, so there is no generation to overlap; remove it")
     check_runtime_config(cfg, samples_per_step=cfg.sft.num_prompts_per_step, samples_key="sft.num_prompts_per_step")
 
 

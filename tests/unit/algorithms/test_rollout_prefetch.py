@@ -293,3 +293,16 @@ def test_overlap_needs_split_placement(schema, base, check, key):
     split = ["cluster.colocated=false", "cluster.cpu_slots_per_node=2", "cluster.inference_gpu_ids=[0]",
              "cluster.teacher_gpu_ids=[0]", "cluster.trainer_gpu_ids=[1]"]
     check(config_with(f"{key}=true", *split))  # split placement: accepted
+
+
+@pytest.mark.parametrize("colocated", [True, False])
+def test_sft_refuses_overlap_whatever_the_placement(colocated):
+    from nemo_distill.algorithms.sft import SFTMasterConfig, check_sft_config
+
+    placement = [] if colocated else ["cluster.colocated=false", "cluster.cpu_slots_per_node=2", "cluster.inference_gpu_ids=[0]",
+                                      "cluster.teacher_gpu_ids=[0]", "cluster.trainer_gpu_ids=[1]"]
+    cfg = with_schema_defaults(load_config(REPO / "configs" / "sft.yaml"), SFTMasterConfig)
+    cfg = validate_config(apply_overrides(cfg, ["sft.overlap_generation=true", *placement]), SFTMasterConfig)
+    with pytest.raises(ConfigError) as info:
+        check_sft_config(cfg)
+    assert info.value.key_path == "sft.overlap_generation" and "no rollouts" in str(info.value)

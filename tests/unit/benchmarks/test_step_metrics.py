@@ -34,6 +34,16 @@ def test_summary_figures_by_hand():
     assert out["teacher_bytes_per_token"] == 64 * 12  # fp32 value + int64 id per top-k entry
     assert out["offload/teacher_to_gpu_s"] == 0.25
 
+    assert out["generation_overlapped_s"] is None
+
+
+def test_overlapped_generation_rate_uses_the_background_time():
+    # overlap_generation: the driver waited 0.5 s, the sampling itself took 4 s -> 12800 / 4 s
+    rows = [{**_row(200.0, 10_000.0, 2.0, 8.0), "timing/train/generation": 0.5, "timing/train/generation_overlapped": 4.0}]
+    out = summarize_steps(rows, samples_per_step=64, topk_k=64, trainer_gpus=2, total_gpus=4, params=600_000_000, peak_flops=1e15)
+    assert out["generation_s"] == 0.5 and out["generation_overlapped_s"] == 4.0
+    assert out["generation_tokens_per_s"] == 3_200
+
 
 def test_count_parameters_reads_safetensors_headers(tmp_path):
     header = json.dumps({"__metadata__": {}, "a": {"dtype": "F32", "shape": [3, 4], "data_offsets": [0, 48]},
