@@ -9,7 +9,8 @@ Each (loss, rows) setting runs in a fresh process (one CPU rank, gloo, FSDP2, fp
 micro-batch initialises everything, then the peak is ``ru_maxrss`` after forward+backward of one
 ``micro_batch x seq_len`` micro-batch minus the high-water mark before it (glibc is told to mmap
 every block over 64 KiB, so freed tensors leave the resident set and the mark tracks live memory).
-Step time: the median of 3 full ``train()`` steps (forward, backward, AdamW) of the same batch.
+Step time: the median of 3 full ``train()`` steps (forward, backward, AdamW) of the same batch, wall
+seconds and this process's CPU seconds (all threads; less sensitive to other processes on a shared machine).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-def _batch(loss: str, size: int, seq_len: int, vocab: int, worker):
+def _batch(loss: str, size: int, seq_len: int, vocab: int):
     from nemo_distill.algorithms.distillation_loss import TEACHER_TOPK_INDICES, TEACHER_TOPK_LOGITS, TopkDistillationLoss
     from nemo_distill.algorithms.grpo_loss import ADVANTAGES, OLD_LOGPROBS, GRPOLoss
     from nemo_distill.algorithms.sft import SFTLoss
@@ -46,7 +47,9 @@ def _batch(loss: str, size: int, seq_len: int, vocab: int, worker):
     if loss == "sft":
         return plain, SFTLoss()
     if loss == "grpo":
-        extras = {ADVANTAGES: torch.randn(size, generator=generator), OLD_LOGPROBS: worker.get_logprobs(plain)}
+        # Random old log-probs near log(1/V): scoring them with get_logprobs would set the high-water mark first.
+        old = -torch.log(torch.tensor(float(vocab))) + 0.1 * torch.randn(size, seq_len, generator=generator)
+        extras = {ADVANTAGES: torch.randn(size, generator=generator), OLD_LOGPROBS: old}
         return TokenBatch(input_ids, attention_mask, loss_mask, plain.sample_mask, extras), GRPOLoss(loss_type="grpo")
     values, indices = torch.randn(size, seq_len, 64, generator=generator).sort(dim=-1, descending=True).values, \
         torch.randint(0, vocab, (size, seq_len, 64), generator=generator)
@@ -71,20 +74,22 @@ def measure(model_dir: str, loss: str, rows: int, size: int, seq_len: int) -> di
                        train_head_chunk_rows=rows, optimizer=OptimizerConfig(lr=1e-5))
     worker = PolicyWorker(cfg)
     vocab = int(worker.model.config.vocab_size)
-    warm, warm_loss = _batch(loss, size, 16, vocab, worker)
+    warm, warm_loss = _batch(loss, size, 16, vocab)
     worker.train(warm, warm_loss)  # allocates gradients and AdamW moments; the mark is now small
-    batch, loss_fn = _batch(loss, size, seq_len, vocab, worker)
+    batch, loss_fn = _batch(loss, size, seq_len, vocab)
     worker.optimizer.zero_grad(set_to_none=False)  # keep the gradient buffers: they are not the step's peak
     before = _max_rss_mib()
     loss_sum, _, _ = worker._accumulate_gradients(batch, loss_fn)
     peak_added = _max_rss_mib() - before
-    times = []
+    times, cpu_times = [], []
     for _ in range(3):
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         worker.train(batch, loss_fn)
         times.append(time.perf_counter() - started)
+        cpu_times.append(time.process_time() - cpu_started)
     worker.shutdown()
     return {"loss": loss, "rows": rows, "peak_added_mib": round(peak_added, 1), "step_seconds": round(statistics.median(times), 3),
+            "step_cpu_seconds": round(statistics.median(cpu_times), 3),
             "loss_value": loss_sum, "windowed": bool(rows) and worker.chunked_head}
 
 
@@ -120,9 +125,10 @@ def main(argv: list[str] | None = None) -> int:
     setting = {"vocab": args.vocab, "hidden": 64, "layers": 2, "micro_batch": f"{args.micro_batch} x {args.seq_len}",
                "precision": "float32", "device": "cpu", "threads": torch.get_num_threads()}
     print(f"setting: {json.dumps(setting)}")
-    print(f"{'loss':8} {'rows':>5} {'peak +MiB':>10} {'step s':>7}")
+    print(f"{'loss':8} {'rows':>5} {'peak +MiB':>10} {'step s':>7} {'step CPU s':>10}")
     for row in results:
-        print(f"{row['loss']:8} {row['rows'] or 'off':>5} {row['peak_added_mib']:10.0f} {row['step_seconds']:7.2f}")
+        print(f"{row['loss']:8} {row['rows'] or 'off':>5} {row['peak_added_mib']:10.0f} {row['step_seconds']:7.2f} "
+              f"{row['step_cpu_seconds']:10.2f}")
     (out / "train_head_memory.json").write_text(json.dumps({"setting": setting, "results": results}, indent=2))
     return 0
 
