@@ -82,6 +82,7 @@ def test_config_differences_leaf_rules():
         ("cluster.ray_address", True),
         ("policy.train_micro_batch_size", True),
         ("teacher.logprob_chunk_size", True),
+        ("policy.train_head_chunk_rows", True),
         ("policy.optimizer.lr", False),
         ("policy.scheduler.total_steps", False),
         ("policy.train_global_batch_size", False),
