@@ -24,7 +24,7 @@ from torch.distributed.fsdp import FSDPModule
 
 from nemo_distill.data.batch import TokenBatch
 from nemo_distill.models.loading import load_causal_lm, resolve_dtype
-from nemo_distill.models.policy import checkpointing, context_parallel, weights
+from nemo_distill.models.policy import checkpointing, context_parallel
 from nemo_distill.models.policy.collectives import all_reduce_sum, all_reduce_sum_dict
 from nemo_distill.models.policy.config import OptimizerConfig, PolicyConfig, SchedulerConfig, TeacherConfig
 from nemo_distill.models.policy.grad_norm import clip_grad_norm
@@ -35,6 +35,7 @@ from nemo_distill.models.policy.lora import apply_lora, lora_scale
 from nemo_distill.models.policy.lr_schedule import lr_multiplier
 from nemo_distill.models.policy.parallel import apply_fsdp2, apply_tensor_parallel, build_mesh, sum_head_local_grads
 from nemo_distill.models.policy.vocab_parallel import gather_vocab_shards, topk_over_vocab_shards
+from nemo_distill.models.policy.weight_export import WeightExportMixin
 from nemo_distill.utils.cpu_threads import configure_cpu_threads
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ def _pad_rows(tensor: torch.Tensor, seq_len: int) -> torch.Tensor:
     return torch.cat([tensor, tensor.new_zeros((tensor.shape[0], missing, *tensor.shape[2:]))], dim=1)
 
 
-class PolicyWorker:
+class PolicyWorker(WeightExportMixin):
     """One rank of a policy; ``trainable=False`` makes a frozen teacher (no optimizer, eval mode, no grads).
 
     Args:
@@ -370,102 +371,6 @@ class PolicyWorker:
     def load_checkpoint(self, path: str) -> None:
         """Restore weights, and when trainable optimizer / scheduler / RNG, from a :meth:`save_checkpoint` folder."""
         checkpointing.load(self, Path(path))
-
-    def _export_dtype(self, dtype: torch.dtype) -> torch.dtype:
-        # Generation engines run in the compute dtype: cast on export so refit moves half the bytes in bf16.
-        return self.compute_dtype if dtype.is_floating_point else dtype
-
-    def _export_stream(self, is_writer: bool, *, device: torch.device | str = "cpu", only: set[str] | None = None):
-        stream = weights.iter_hf_weights(self.model, lora_scale=self.lora_scale, keep=is_writer, device=device, only=only)
-        for name, tensor in stream:
-            yield name, (tensor.to(self._export_dtype(tensor.dtype)) if tensor is not None else None)
-
-    def state_dict_for_export(self) -> dict[str, torch.Tensor]:
-        """Full HF-named weights (LoRA merged, compute dtype, CPU) on rank 0; ``{}`` elsewhere. A collective."""
-        is_writer = dist.get_rank() == 0
-        return {name: tensor for name, tensor in self._export_stream(is_writer) if is_writer}
-
-    def export_weight_buckets(self, bucket_bytes: int) -> list:
-        """Full HF-named weights (LoRA merged) put in Ray's object store as dicts of at most ``bucket_bytes``.
-
-        A collective: every rank gathers each tensor in turn; rank 0 puts the buckets and returns
-        their refs (``list[ray.ObjectRef]``), other ranks return ``[]``.
-        """
-        import ray
-
-        from nemo_distill.models.generation.weight_transfer import bucket_state_dict
-
-        is_writer = dist.get_rank() == 0
-        stream = self._export_stream(is_writer)
-        if not is_writer:
-            weights.drain(stream)
-            return []
-        return [ray.put(bucket) for bucket in bucket_state_dict(stream, bucket_bytes)]
-
-    def weight_bucket_layouts(self, bucket_bytes: int) -> list:
-        """The ``BucketLayout`` list of the exported weights (names, full shapes, export dtypes); no collective."""
-        from nemo_distill.models.generation.weight_transfer import plan_bucket_layouts
-
-        specs = weights.hf_weight_specs(self.model, lora_scale=self.lora_scale)
-        return plan_bucket_layouts([(name, shape, self._export_dtype(dtype)) for name, shape, dtype in specs], bucket_bytes)
-
-    def _pack_on_device(self, layout, is_writer: bool) -> torch.Tensor | None:
-        """Gather the layout's tensors (a collective) and, on a writer, pack them into the reused device buffer."""
-        from nemo_distill.models.generation.weight_transfer import pack_bucket
-
-        stream = self._export_stream(is_writer, device=self.device, only=set(layout.names))
-        if not is_writer:
-            weights.drain(stream)
-            return None
-        if self._transfer_buffer is None or self._transfer_buffer.numel() < layout.nbytes:
-            self._transfer_buffer = None  # free the old buffer before allocating a larger one
-            self._transfer_buffer = torch.empty(layout.nbytes, dtype=torch.uint8, device=self.device)
-        return pack_bucket(layout, stream, self._transfer_buffer)
-
-    def pack_ipc_bucket(self, layout) -> object:
-        """Every rank gathers the bucket onto its own GPU and returns an ``IpcBuffer`` of it (a collective).
-
-        The buffer is reused by the next bucket: the caller must let the generation workers copy
-        out of it first. :meth:`release_transfer_buffer` frees it.
-        """
-        from nemo_distill.models.generation.weight_transfer import share_cuda_buffer
-
-        if self.device.type != "cuda":
-            raise RuntimeError("refit over CUDA IPC needs the policy on a GPU; use refit_transport=broadcast or object_store on CPU")
-        flat = self._pack_on_device(layout, is_writer=True)
-        torch.cuda.current_stream(self.device).synchronize()  # the bytes must be in place before another process reads
-        return share_cuda_buffer(flat)
-
-    def release_transfer_buffer(self) -> None:
-        self._transfer_buffer = None
-        if self.device.type == "cuda":
-            torch.cuda.ipc_collect()
-            torch.cuda.empty_cache()
-
-    def open_transfer_group(self, master_addr: str, master_port: int, world_size: int) -> None:
-        """Rank 0 joins the refit group as its rank 0 (:func:`create_transfer_group`); other ranks do nothing."""
-        from nemo_distill.models.generation.weight_transfer import create_transfer_group
-
-        if dist.get_rank() == 0:
-            self._transfer_group = create_transfer_group(master_addr, master_port, 0, world_size, self.device)
-
-    def broadcast_weights(self, layouts: list) -> int:
-        """Send every bucket of ``layouts`` to the refit group (rank 0); the other ranks only help gather.
-
-        A collective over the policy ranks AND the refit group. Returns the bytes sent (0 off rank 0).
-        """
-        from nemo_distill.models.generation.weight_transfer import broadcast_from_rank0
-
-        is_writer = dist.get_rank() == 0
-        if is_writer and self._transfer_group is None:
-            raise RuntimeError("broadcast_weights before open_transfer_group")
-        sent = 0
-        for layout in layouts:
-            flat = self._pack_on_device(layout, is_writer)
-            if is_writer:
-                broadcast_from_rank0(self._transfer_group, flat)
-                sent += layout.nbytes
-        return sent
 
     # ------------------------------------------------------------------ memory management
     def _move_optimizer_state(self, device: torch.device | str) -> None:
