@@ -278,7 +278,12 @@ class PolicyWorker(WeightExportMixin):
             except ChunkedHeadUnsupported as error:
                 log.warning("training and scoring with full [B, T, V] logits from now on: %s", error)
                 self.chunked_head = False
-        return loss_fn(self._forward_logits(micro), micro, counts=counts)
+        logits = self._forward_logits(micro)
+        loss, metrics = loss_fn(logits, micro, counts=counts)
+        # A micro-batch of one token has no prediction rows, and a loss built only from them (SFT,
+        # GRPO) then does not depend on the logits: tie it to them through a zero-size slice (adds
+        # exactly 0) so backward still runs through the model, as FSDP's collectives need on every rank.
+        return loss + logits[:, :0].sum(), metrics
 
     def _train_head_window_rows(self, loss_fn: LossFunction) -> int:
         """``train_head_chunk_rows`` when the windowed output layer can be used for ``loss_fn``, else 0
