@@ -66,8 +66,9 @@ class GRPOLoss:
         # Everything below is in the window's token layout: [B, n], entry i is token rows.start + 1 + i.
         logprobs, tokens = window_token_logprobs(logits, batch.input_ids, rows, self.logprob_chunk_size,
                                                  temperature=self.temperature)
-        full_mask = batch.valid_target_tokens()[:, 1:]  # token 0 is never predicted (as in StepCounts)
-        mask = batch.valid_target_tokens()[:, tokens]
+        targets = batch.valid_target_tokens()
+        full_mask = targets[:, 1:]  # token 0 is never predicted (as in StepCounts)
+        mask = targets[:, tokens]
         advantages = batch.extras[ADVANTAGES].to(logprobs.dtype)
         if TOKEN_ADVANTAGE_TERMS in batch.extras:
             gates = batch.extras[KL_GATES].to(logprobs.dtype)[:, None]

@@ -28,6 +28,7 @@ import torch
 
 from nemo_distill.models.policy.logprobs import compute_dtype as _compute_dtype
 from nemo_distill.models.policy.logprobs import maybe_recompute as _maybe_recompute
+from nemo_distill.models.policy.logprobs import row_entropy  # noqa: F401 (re-exported)
 from nemo_distill.models.policy.logprobs import row_chunks as _row_chunks
 from nemo_distill.models.policy.logprobs import split_rows as _split_rows
 from nemo_distill.models.policy.logprobs import selected_token_logprobs, token_logprobs  # noqa: F401 (re-exported)
@@ -117,18 +118,6 @@ def window_token_logprobs(
     count = tokens.stop - tokens.start
     scores = selected_token_logprobs(logits[:, :count], input_ids[:, tokens], chunk_size, temperature=temperature)
     return scores, tokens
-
-
-@torch.no_grad()
-def row_entropy(logits: torch.Tensor, chunk_size: int | None = None, *, temperature: float = 1.0) -> torch.Tensor:
-    """``[B, rows]`` entropy (nats) of ``softmax(logits / temperature)`` per row of ``logits`` ``[B, rows, V]``,
-    ``chunk_size`` fp32 rows at a time; no gradient."""
-    batch_size, num_rows, vocab_size = logits.shape
-    pieces = [logits.new_zeros((batch_size, 0), dtype=_compute_dtype(logits))]
-    for chunk in _row_chunks(batch_size, num_rows, vocab_size, chunk_size):
-        logprobs = torch.log_softmax(logits[:, chunk].to(_compute_dtype(logits)) / temperature, dim=-1)
-        pieces.append(-(logprobs.exp() * logprobs).sum(-1))
-    return torch.cat(pieces, dim=1)
 
 
 def _check_topk_inputs(student_logits, teacher_topk_logits, teacher_topk_indices, kl_type, mixed_kl_weight, student_temperature) -> None:

@@ -102,17 +102,21 @@ def token_logprobs(
 
 
 @torch.no_grad()
+def row_entropy(logits: torch.Tensor, chunk_size: int | None = None, *, temperature: float = 1.0) -> torch.Tensor:
+    """``[B, rows]`` entropy (nats) of ``softmax(logits / temperature)`` per row of ``logits`` ``[B, rows, V]``,
+    ``chunk_size`` fp32 rows at a time; no gradient."""
+    batch_size, num_rows, vocab_size = logits.shape
+    pieces = [logits.new_zeros((batch_size, 0), dtype=compute_dtype(logits))]
+    for chunk in row_chunks(batch_size, num_rows, vocab_size, chunk_size):
+        logprobs = torch.log_softmax(logits[:, chunk].to(compute_dtype(logits)) / temperature, dim=-1)
+        pieces.append(-(logprobs.exp() * logprobs).sum(-1))
+    return torch.cat(pieces, dim=1)
+
+
 def token_entropy(logits: torch.Tensor, chunk_size: int | None = None, *, temperature: float = 1.0) -> torch.Tensor:
     """Token-layout entropy ``[B, T]`` (nats) of ``softmax(logits / temperature)`` that produced each
-    token: entry ``t`` is the entropy of the prediction row ``t - 1``; entry 0 is 0. No gradient."""
-    batch_size, seq_len, vocab_size = logits.shape
-    pieces = []
-    for rows in row_chunks(batch_size, max(seq_len - 1, 0), vocab_size, chunk_size):
-        scaled = logits[:, rows].to(compute_dtype(logits)) / temperature
-        logprobs = torch.log_softmax(scaled, dim=-1)
-        pieces.append(-(logprobs.exp() * logprobs).sum(-1))
-    body = torch.cat(pieces, dim=1) if pieces else logits.new_zeros((batch_size, 0), dtype=compute_dtype(logits))
-    return torch.nn.functional.pad(body, (1, 0))
+    token: entry ``t`` is the entropy of the prediction row ``t - 1`` (:func:`row_entropy`); entry 0 is 0. No gradient."""
+    return torch.nn.functional.pad(row_entropy(logits[:, :-1], chunk_size, temperature=temperature), (1, 0))
 
 
 # ---------------------------------------------------------------------------------------------
