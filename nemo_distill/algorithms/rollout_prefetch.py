@@ -43,8 +43,8 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
-from nemo_distill.algorithms.rollouts import RolloutBatch, generate_rollouts
-from nemo_distill.algorithms.runtime import Runtime, refit_if_stale, sample_rollouts
+from nemo_distill.algorithms.rollouts import RolloutBatch
+from nemo_distill.algorithms.runtime import Runtime, generate_for, refit_if_stale, sample_rollouts
 from nemo_distill.data.processors import ProcessedPrompt
 from nemo_distill.models.generation.interfaces import SamplingParams
 
@@ -127,10 +127,7 @@ class RolloutPrefetcher:
         """The background thread's work: touches only the generation group and the environment."""
         rt = self.rt
         started = time.perf_counter()
-        rollouts = generate_rollouts(
-            rt.generation, prompts, sampling, environment=rt.environment,
-            pad_token_id=rt.tokenizer.pad_token_id, max_total_length=rt.cfg.policy.max_total_sequence_length,
-        )
+        rollouts = generate_for(rt, prompts, sampling)
         seconds = time.perf_counter() - started
         # Read now, while this thread owns the workers: from the main thread the call would queue behind the next generate.
         peak = rt.generation.peak_memory_gib() if rt.cluster.uses_gpus else None

@@ -277,14 +277,20 @@ def frozen_on_device(rt: Runtime, group) -> Iterator[None]:
                 rt.policy.onload_optimizer()
 
 
+def generate_for(rt: Runtime, prompts: list[ProcessedPrompt], sampling: SamplingParams) -> RolloutBatch:
+    """Sample and score ``sampling.n`` responses per prompt with the generation workers as they are
+    (no refit, no timing, no wake-up: :func:`sample_rollouts` adds those)."""
+    return generate_rollouts(
+        rt.generation, prompts, sampling, environment=rt.environment,
+        pad_token_id=rt.tokenizer.pad_token_id, max_total_length=rt.cfg.policy.max_total_sequence_length,
+    )
+
+
 def sample_rollouts(rt: Runtime, prompts: list[ProcessedPrompt], sampling: SamplingParams) -> RolloutBatch:
     """Refit if stale, then sample and score ``sampling.n`` responses per prompt (timed as ``generation``)."""
     refit_if_stale(rt)
     with rt.timer.time("generation"), generation_awake(rt):
-        return generate_rollouts(
-            rt.generation, prompts, sampling, environment=rt.environment,
-            pad_token_id=rt.tokenizer.pad_token_id, max_total_length=rt.cfg.policy.max_total_sequence_length,
-        )
+        return generate_for(rt, prompts, sampling)
 
 
 def train_policy(rt: Runtime, batch, loss_fn) -> TrainMetrics:
