@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -28,6 +27,8 @@ import torch.multiprocessing as mp
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
+
+from single_rank import free_port  # noqa: E402
 
 SCORED_SEQUENCES = 2
 
@@ -41,12 +42,6 @@ class NextTokenLoss:
 
         rows = batch.valid_target_tokens()[:, 1:]
         return nll_loss(logits[:, :-1], batch.input_ids[:, 1:], rows, normalizer=counts.tokens), {}
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _rank_main(rank: int, world: int, tp: int, args: argparse.Namespace, model_dir: str, port: int, queue) -> None:
@@ -117,7 +112,7 @@ def main() -> None:
     runs = [(n, 1) for n in args.gpus] + ([(n, n) for n in args.gpus if n > 1] if args.tp else [])
     for world, tp in runs:
         queue = context.Queue()
-        mp.start_processes(_rank_main, args=(world, tp, args, model_dir, _free_port(), queue), nprocs=world, join=True,
+        mp.start_processes(_rank_main, args=(world, tp, args, model_dir, free_port(), queue), nprocs=world, join=True,
                            start_method="spawn")
         results.append(queue.get())
     reference = next((r for r in results if r["gpus"] == 1 and r["tp"] == 1), None)

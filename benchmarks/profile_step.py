@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import sys
 import time
 from pathlib import Path
@@ -32,6 +31,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from qwen3_shapes import build_qwen3_shaped  # noqa: E402
+from single_rank import single_rank_env  # noqa: E402
 from step_metrics import PEAK_BF16_FLOPS, count_parameters  # noqa: E402
 
 from nemo_distill.algorithms.distillation_config import DistillationMasterConfig  # noqa: E402
@@ -42,11 +42,7 @@ from nemo_distill.models.policy.interfaces import TokenBatch  # noqa: E402
 
 def _single_rank_env() -> None:
     """A one-rank process group for the workers (they call ``init_process_group`` themselves)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    for key, value in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1",
-                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}.items():
+    for key, value in single_rank_env().items():
         os.environ.setdefault(key, value)
 
 

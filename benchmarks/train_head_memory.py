@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import resource
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,6 +29,9 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from single_rank import single_rank_env  # noqa: E402
 
 
 def _batch(loss: str, size: int, seq_len: int, vocab: int):
@@ -63,10 +65,7 @@ def _max_rss_mib() -> float:
 
 def measure(model_dir: str, loss: str, rows: int, size: int, seq_len: int) -> dict:
     """One setting, in this process: peak MiB added by one micro-batch's forward+backward, and step seconds."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", LOCAL_WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    os.environ.update(single_rank_env())
     from nemo_distill.models.policy.config import OptimizerConfig, PolicyConfig
     from nemo_distill.models.policy.worker import PolicyWorker
 
