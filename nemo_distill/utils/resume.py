@@ -71,6 +71,9 @@ ALLOWED_RESUME_CHANGES: tuple[str, ...] = (
     "policy.train_head_chunk_rows",
     "*.dtensor_cfg.activation_checkpointing",
     "policy.generation.refit_bucket_mb",
+    # How the same update is computed: the AdamW kernel and compiled layers (rounding only).
+    "*.optimizer.implementation",
+    "*.compile_decoder_layers",
 )
 
 

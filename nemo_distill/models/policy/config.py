@@ -58,6 +58,10 @@ class OptimizerConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # (beta1, beta2)
     eps: float = field(default=1.0e-8, metadata={"gt": 0.0, "finite": True})
     weight_decay: float = field(default=0.0, metadata={"ge": 0.0, "finite": True})  # decoupled (AdamW) decay
+    # Which AdamW kernel: "fused" (one kernel for every parameter; CUDA, or CPU float tensors), "foreach"
+    # (a few multi-tensor kernels), "for_loop" (one parameter at a time). "auto": fused when every
+    # trainable parameter is on a GPU, else foreach. All give the same update up to rounding.
+    implementation: Literal["auto", "fused", "foreach", "for_loop"] = "auto"
 
     def __post_init__(self) -> None:
         for name in ("lr", "eps", "weight_decay"):
@@ -96,7 +100,17 @@ class TeacherConfig:
     max_total_sequence_length: int = field(default=1024, metadata={"ge": 2})  # prompt + response tokens
     logprob_batch_size: int = field(default=4, metadata={"ge": 1})  # sequences per forward when scoring
     logprob_chunk_size: int = field(default=512, metadata={"ge": 1})  # sequence rows per fp32 log-softmax / top-k chunk
+    # torch.compile each decoder layer's forward (fused elementwise kernels, fewer launches; the first
+    # micro-batch of each new shape pays a compile). Not with context parallelism.
+    compile_decoder_layers: bool = False
     dtensor_cfg: DTensorConfig = field(default_factory=DTensorConfig)
+
+    def __post_init__(self) -> None:
+        if self.compile_decoder_layers and self.dtensor_cfg.context_parallel_size > 1:
+            raise ValueError(
+                "compile_decoder_layers=true cannot be combined with dtensor_cfg.context_parallel_size > 1 "
+                f"(got {self.dtensor_cfg.context_parallel_size}): ring attention runs outside torch.compile"
+            )
 
 
 @dataclass
@@ -117,6 +131,7 @@ class PolicyConfig(TeacherConfig):
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.train_micro_batch_size > self.train_global_batch_size:
             raise ValueError(
                 f"policy.train_micro_batch_size ({self.train_micro_batch_size}) exceeds "

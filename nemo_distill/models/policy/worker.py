@@ -27,6 +27,8 @@ from nemo_distill.models.loading import load_causal_lm, resolve_dtype
 from nemo_distill.models.policy import checkpointing, context_parallel
 from nemo_distill.models.policy.collectives import all_reduce_sum, all_reduce_sum_dict
 from nemo_distill.models.policy.config import OptimizerConfig, PolicyConfig, SchedulerConfig, TeacherConfig
+from nemo_distill.models.policy.compilation import compile_decoder_layers
+from nemo_distill.models.policy.optimizer import build_adamw
 from nemo_distill.models.policy.grad_norm import clip_grad_norm
 from nemo_distill.models.policy.head_scoring import ChunkedHeadUnsupported, score_with_chunked_head, train_loss_with_chunked_head
 from nemo_distill.models.policy.interfaces import LossFunction, RankInfo, StepCounts, TopkLogits, TrainMetrics
@@ -113,6 +115,8 @@ class PolicyWorker(WeightExportMixin):
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if not trainable:
             model.requires_grad_(False)
+        if cfg.compile_decoder_layers:
+            compile_decoder_layers(model)
         self.vocab_sharded, self.head_local_modules = False, []
         if self.layout.tp_size > 1:
             tp_result = apply_tensor_parallel(model, self.layout.mesh["tp"])
@@ -135,9 +139,7 @@ class PolicyWorker(WeightExportMixin):
 
         self.optimizer = self.scheduler = None
         if trainable:
-            opt = cfg.optimizer
-            self.optimizer = torch.optim.AdamW(self.trainable_parameters(), lr=opt.lr, betas=tuple(opt.betas), eps=opt.eps,
-                                               weight_decay=opt.weight_decay)
+            self.optimizer = build_adamw(self.trainable_parameters(), cfg.optimizer)
             self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_multiplier(cfg.scheduler, total_steps))
         self.offload_events: list[str] = []  # call order of offload/onload, checked by tests
         # Scoring applies the output embedding chunk by chunk (no [B, T, V] logits) unless the model
@@ -474,8 +476,7 @@ class PolicyWorker(WeightExportMixin):
                 local.copy_(self._initial_trainable_state[name].to(local.device))
                 param.grad = None
         opt = optimizer_cfg if optimizer_cfg is not None else self.cfg.optimizer
-        self.optimizer = torch.optim.AdamW(self.trainable_parameters(), lr=opt.lr, betas=tuple(opt.betas), eps=opt.eps,
-                                           weight_decay=opt.weight_decay)
+        self.optimizer = build_adamw(self.trainable_parameters(), opt)
         sched = scheduler_cfg if scheduler_cfg is not None else self.cfg.scheduler
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_multiplier(sched, total_steps))
 
