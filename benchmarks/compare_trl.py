@@ -78,6 +78,13 @@ def run_trl(args: argparse.Namespace) -> dict:
     from trl import DistillationConfig, DistillationTrainer
 
     cuda = args.device == "cuda"
+    if args.trl_kernels == "torch":
+        # TRL picks its Triton tiles for the chunked divergence on CUDA and its torch tiles elsewhere;
+        # this makes it take the torch tiles on CUDA too (its Triton kernel gave NaN gradients at step 1
+        # on an H200 with torch 2.11: docs/performance.md).
+        import trl.kernels.chunked_logprob as trl_tiles
+
+        trl_tiles._TRITON_AVAILABLE = False
     config = AutoConfig.from_pretrained(args.student)
     eos_id = config.eos_token_id if isinstance(config.eos_token_id, int) else config.eos_token_id[0]
     pad_id = config.pad_token_id if config.pad_token_id is not None else eos_id
@@ -98,6 +105,7 @@ def run_trl(args: argparse.Namespace) -> dict:
         model_init_kwargs={"dtype": dtype}, teacher_model_init_kwargs={"dtype": dtype}, dataloader_num_workers=0,
     )
     steps: list[float] = []
+    grad_norms: list[float] = []  # TRL's logged gradient norm per step (a NaN makes its timings meaningless)
 
     class StepTimer(TrainerCallback):
         def on_step_begin(self, *_, **__):
@@ -110,6 +118,10 @@ def run_trl(args: argparse.Namespace) -> dict:
                 torch.cuda.synchronize()
             steps.append(time.perf_counter() - self.started)
 
+        def on_log(self, *_, logs=None, **__):
+            if logs and "grad_norm" in logs:
+                grad_norms.append(float(logs["grad_norm"]))
+
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     trainer = DistillationTrainer(model=args.student, teacher_model=args.teacher, args=trl_args,
@@ -120,7 +132,7 @@ def run_trl(args: argparse.Namespace) -> dict:
         raise RuntimeError(f"TRL ran {len(steps)} optimizer steps, expected {args.steps}")
     import trl
 
-    return {"side": "trl", "trl_version": trl.__version__, "step_s": steps,
+    return {"side": "trl", "trl_version": trl.__version__, "step_s": steps, "kernels": args.trl_kernels, "grad_norm": grad_norms,
             "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
             "prompt_tokens": args.prompt_len, "loss_type": "reverse KL (beta=1), full vocabulary"}
 
@@ -165,6 +177,8 @@ def main() -> None:
     parser.add_argument("--skip", choices=["ours", "trl"], default=None, help="run only the other side")
     parser.add_argument("--require-trl", action="store_true", help="fail instead of skipping TRL when it is not importable")
     parser.add_argument("--ours-override", nargs="*", default=[], help="extra config overrides for our side (KEY=VALUE)")
+    parser.add_argument("--trl-kernels", choices=["auto", "torch"], default="auto",
+                        help="TRL's chunked-divergence tiles: auto (Triton on CUDA) or torch (its CPU path, on any device)")
     # internal: the TRL child process
     parser.add_argument("--trl-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--student", help=argparse.SUPPRESS)
@@ -197,7 +211,7 @@ def main() -> None:
     if want_trl:
         command = [sys.executable, __file__, "--trl-child", "--device", args.device, "--steps", str(args.steps),
                    "--prompts", str(args.prompts), "--micro-batch", str(args.micro_batch), "--max-new-tokens", str(args.max_new_tokens),
-                   "--prompt-len", str(args.prompt_len), "--student", student, "--teacher", teacher, "--trl-out", str(out / "trl")]
+                   "--prompt-len", str(args.prompt_len), "--trl-kernels", args.trl_kernels, "--student", student, "--teacher", teacher, "--trl-out", str(out / "trl")]
         child = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
         (out / "trl.log").write_text(child.stdout[-20000:] + child.stderr[-20000:])
         lines = [line for line in child.stdout.splitlines() if line.startswith("TRL_RESULT ")]
