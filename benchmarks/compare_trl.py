@@ -54,15 +54,22 @@ def trl_available() -> bool:
 
 # ------------------------------------------------------------------ TRL side (runs in a child process)
 def word_level_tokenizer(out_dir: Path, vocab_size: int, *, eos_id: int, pad_id: int):
-    """A fast tokenizer whose word ``w<i>`` is token ``i`` for every ``i < vocab_size``; saved to ``out_dir``."""
+    """A fast tokenizer whose word ``w<i>`` is token ``i`` for every ``i < vocab_size``; saved to ``out_dir``.
+
+    The special ids are spelled ``<eos>`` / ``<pad>``, not ``w<i>``: a special token is matched inside
+    words, so an eos spelled ``w2`` split ``w25247`` into ``w2`` + an unknown piece (prompts of uneven
+    length, then left padding; TRL's step-1 gradients were NaN with it).
+    """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    core = Tokenizer(models.WordLevel({f"w{i}": i for i in range(vocab_size)}, unk_token=f"w{pad_id}"))
+    special = {eos_id: "<eos>", pad_id: "<pad>"} if pad_id != eos_id else {eos_id: "<eos>"}
+    vocab = {special.get(i, f"w{i}"): i for i in range(vocab_size)}
+    core = Tokenizer(models.WordLevel(vocab, unk_token=special[pad_id]))
     core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     core.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, eos_token=f"w{eos_id}", pad_token=f"w{pad_id}",
-                                        unk_token=f"w{pad_id}")
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, eos_token=special[eos_id], pad_token=special[pad_id],
+                                        unk_token=special[pad_id])
     tokenizer.padding_side = "left"
     tokenizer.save_pretrained(out_dir)
     return tokenizer
@@ -96,11 +103,13 @@ def run_trl(args: argparse.Namespace) -> dict:
     prompts = [" ".join(f"w{rng.choice(words)}" for _ in range(args.prompt_len)) for _ in range(args.prompts * args.steps)]
     if args.prompts % args.micro_batch:
         raise SystemExit(f"--prompts {args.prompts} must be a multiple of --micro-batch {args.micro_batch}")
-    dtype = "bfloat16" if cuda else "float32"  # TRL takes the torch attribute name
+    # TRL takes the torch attribute name. auto: bf16 weights on CUDA (as the issue measured TRL), fp32 on CPU;
+    # float32 on CUDA keeps fp32 weights and computes under bf16 autocast (our trainer's precision).
+    dtype = args.trl_dtype if args.trl_dtype != "auto" else ("bfloat16" if cuda else "float32")
     trl_args = DistillationConfig(
         output_dir=str(out / "trainer"), per_device_train_batch_size=args.micro_batch,
         gradient_accumulation_steps=args.prompts // args.micro_batch, max_steps=args.steps, max_completion_length=args.max_new_tokens,
-        beta=1.0, temperature=1.0, learning_rate=1e-6, bf16=cuda, use_cpu=not cuda, gradient_checkpointing=True,
+        beta=1.0, temperature=1.0, learning_rate=1e-6, bf16=cuda or dtype == "bfloat16", use_cpu=not cuda, gradient_checkpointing=True,
         logging_steps=1, report_to="none", save_strategy="no", seed=0, shuffle_dataset=False,
         model_init_kwargs={"dtype": dtype}, teacher_model_init_kwargs={"dtype": dtype}, dataloader_num_workers=0,
     )
@@ -132,7 +141,7 @@ def run_trl(args: argparse.Namespace) -> dict:
         raise RuntimeError(f"TRL ran {len(steps)} optimizer steps, expected {args.steps}")
     import trl
 
-    return {"side": "trl", "trl_version": trl.__version__, "step_s": steps, "kernels": args.trl_kernels, "grad_norm": grad_norms,
+    return {"side": "trl", "trl_version": trl.__version__, "step_s": steps, "kernels": args.trl_kernels, "dtype": dtype, "grad_norm": grad_norms,
             "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
             "prompt_tokens": args.prompt_len, "loss_type": "reverse KL (beta=1), full vocabulary"}
 
@@ -177,6 +186,8 @@ def main() -> None:
     parser.add_argument("--skip", choices=["ours", "trl"], default=None, help="run only the other side")
     parser.add_argument("--require-trl", action="store_true", help="fail instead of skipping TRL when it is not importable")
     parser.add_argument("--ours-override", nargs="*", default=[], help="extra config overrides for our side (KEY=VALUE)")
+    parser.add_argument("--trl-dtype", choices=["auto", "bfloat16", "float32"], default="auto",
+                        help="TRL's weights: auto (bf16 on CUDA, fp32 on CPU); float32 on CUDA trains under bf16 autocast")
     parser.add_argument("--trl-kernels", choices=["auto", "torch"], default="auto",
                         help="TRL's chunked-divergence tiles: auto (Triton on CUDA) or torch (its CPU path, on any device)")
     # internal: the TRL child process
@@ -211,12 +222,14 @@ def main() -> None:
     if want_trl:
         command = [sys.executable, __file__, "--trl-child", "--device", args.device, "--steps", str(args.steps),
                    "--prompts", str(args.prompts), "--micro-batch", str(args.micro_batch), "--max-new-tokens", str(args.max_new_tokens),
-                   "--prompt-len", str(args.prompt_len), "--trl-kernels", args.trl_kernels, "--student", student, "--teacher", teacher, "--trl-out", str(out / "trl")]
+                   "--prompt-len", str(args.prompt_len), "--trl-kernels", args.trl_kernels, "--trl-dtype", args.trl_dtype, "--student", student, "--teacher", teacher, "--trl-out", str(out / "trl")]
         child = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
         (out / "trl.log").write_text(child.stdout[-20000:] + child.stderr[-20000:])
         lines = [line for line in child.stdout.splitlines() if line.startswith("TRL_RESULT ")]
         if child.returncode != 0 or not lines:
-            report["trl"] = {"side": "trl", "error": (child.stdout + child.stderr)[-2500:]}
+            report["trl"] = {"side": "trl", "error": (child.stdout + child.stderr)[-2500:],
+                             # TRL logs a NaN gradient norm, then samples from NaN weights (a device assert)
+                             "nan_grad_norm_logged": "'grad_norm': 'nan'" in child.stdout + child.stderr}
             failed.append("trl")
         else:
             report["trl"] = json.loads(lines[-1].removeprefix("TRL_RESULT "))

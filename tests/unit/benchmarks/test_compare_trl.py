@@ -17,10 +17,15 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 def test_word_level_tokenizer_names_every_id(tmp_path):
     from compare_trl import word_level_tokenizer
 
-    tokenizer = word_level_tokenizer(tmp_path, 50, eos_id=2, pad_id=0)
-    assert tokenizer("w7 w49 w0")["input_ids"] == [7, 49, 0]
+    tokenizer = word_level_tokenizer(tmp_path, 300, eos_id=2, pad_id=0)
+    assert tokenizer("w7 w49 w1")["input_ids"] == [7, 49, 1]
+    # A word that starts with a special id's digits stays one token (the specials are spelled <eos> / <pad>):
+    # with eos spelled "w2", "w25" used to split into "w2" + an unknown piece.
+    assert tokenizer("w25 w201 w3")["input_ids"] == [25, 201, 3]
     assert tokenizer.decode([7, 49, 3]) == "w7 w49 w3"  # any sampled id decodes
-    assert tokenizer.eos_token_id == 2 and tokenizer.pad_token_id == 0 and len(tokenizer) == 50
+    assert tokenizer.eos_token_id == 2 and tokenizer.pad_token_id == 0 and len(tokenizer) == 300
+    reloaded = type(tokenizer).from_pretrained(tmp_path)
+    assert reloaded("w25 w201 w3")["input_ids"] == [25, 201, 3]
 
 
 @pytest.mark.slow
