@@ -73,7 +73,14 @@ def setup(cfg: GRPOMasterConfig, config_yaml: str) -> Runtime:
     check_grpo_config(cfg)
     frozen = cfg.teacher if needs_frozen_model(cfg) else None
     updates = samples_per_update_ratio(cfg)
-    return build_runtime(cfg, config_yaml, loop=cfg.grpo, frozen=frozen, optimizer_steps_per_step=updates)
+    mix = cfg.grpo.context_distillation
+    check_prompts = None
+    if mix.enabled and mix.eval_baseline:
+        # eval_baseline's teacher prompts must fit: checked here, before any worker starts.
+        def check_prompts(tokenizer, val_prompts):
+            baseline_teacher_prompts(cfg, tokenizer, val_prompts, resolve_context(mix))
+    return build_runtime(cfg, config_yaml, loop=cfg.grpo, frozen=frozen, optimizer_steps_per_step=updates,
+                         check_prompts=check_prompts)
 
 
 def samples_per_update_ratio(cfg: GRPOMasterConfig) -> int:
@@ -113,20 +120,30 @@ def logprob_mismatch(old_logprobs: torch.Tensor, rollouts: RolloutBatch, mask: t
     return float(((old_logprobs - rollouts.sampling_logprobs()).abs() * mask).sum() / tokens)
 
 
-def eval_baseline(rt: Runtime, context: str) -> dict[str, float]:
-    """Seed 001's ``eval_baseline``: the initial student without the context vs with it (the frozen teacher
-    is the initial student, so the generation workers' initial weights answer for it)."""
-    processor, _ = build_processor(rt.cfg, rt.tokenizer, "validation")
-    student = validate(rt, 0, samples_file="val_data_baseline_student.jsonl").get("validation/accuracy")
-    original = rt.val_prompts
-    teacher_prompts = [processor.process_user_message(p.record, context + p.user_message) for p in original]
-    if original and all(p.too_long for p in teacher_prompts):
+def baseline_teacher_prompts(cfg: GRPOMasterConfig, tokenizer, val_prompts: list, context: str) -> list:
+    """The validation prompts as the teacher reads them (``context`` before each problem).
+
+    Raises ConfigError naming ``data.max_input_seq_length`` when every one is too long (eval_baseline
+    could not score the teacher at all); ``setup`` calls it before any worker starts.
+    """
+    processor, _ = build_processor(cfg, tokenizer, "validation")
+    teacher_prompts = [processor.process_user_message(p.record, context + p.user_message) for p in val_prompts]
+    if val_prompts and all(p.too_long for p in teacher_prompts):
         raise ConfigError(
             "data.max_input_seq_length",
-            f"is {rt.cfg.data.max_input_seq_length} tokens, shorter than every teacher prompt (context + problem, "
+            f"is {cfg.data.max_input_seq_length} tokens, shorter than every teacher prompt (context + problem, "
             f"{min(len(p.prompt_token_ids) for p in teacher_prompts)} tokens at least): eval_baseline could not score the "
             "teacher; raise data.max_input_seq_length or shorten grpo.context_distillation.context",
         )
+    return teacher_prompts
+
+
+def eval_baseline(rt: Runtime, context: str) -> dict[str, float]:
+    """Seed 001's ``eval_baseline``: the initial student without the context vs with it (the frozen teacher
+    is the initial student, so the generation workers' initial weights answer for it)."""
+    student = validate(rt, 0, samples_file="val_data_baseline_student.jsonl").get("validation/accuracy")
+    original = rt.val_prompts
+    teacher_prompts = baseline_teacher_prompts(rt.cfg, rt.tokenizer, original, context)
     rt.val_prompts = teacher_prompts
     try:
         teacher = validate(rt, 0, samples_file="val_data_baseline_teacher.jsonl").get("validation/accuracy")

@@ -140,6 +140,7 @@ def build_runtime(
     with_generation: bool = True,
     tokenizer: Any = None,
     optimizer_steps_per_step: int = 1,
+    check_prompts: Callable[[Any, list[ProcessedPrompt]], None] | None = None,
 ) -> Runtime:
     """Load data, check the resume point, start Ray and the worker groups, restore a checkpoint.
 
@@ -150,6 +151,8 @@ def build_runtime(
         tokenizer: the student's tokenizer when the caller already loaded it.
         optimizer_steps_per_step: optimizer updates per loop step (GRPO minibatches): the cosine
             schedule's horizon is ``max_num_steps`` times this.
+        check_prompts: ``check_prompts(tokenizer, val_prompts)``, the algorithm's own check of the
+            loaded prompts (raise ConfigError), run before any worker starts.
 
     Bad input fails here before any worker starts; if a worker group fails to start, the ones
     already started are shut down before the error propagates.
@@ -158,6 +161,8 @@ def build_runtime(
     train_prompts, skipped_train = load_prompts(cfg, tokenizer, "train")
     val_prompts, skipped_val = load_prompts(cfg, tokenizer, "validation")
     val_prompts = val_prompts[: loop.max_val_samples]
+    if check_prompts is not None:
+        check_prompts(tokenizer, val_prompts)
     train_loader = PromptDataLoader(train_prompts, batch_size=loop.num_prompts_per_step, seed=loop.seed, shuffle=cfg.data.shuffle)
     environment = build_environment(cfg.env)
     if with_generation:

@@ -25,7 +25,8 @@ NON_COLOCATED = ["cluster.colocated=false", "cluster.cpu_slots_per_node=2", "clu
     "script, extra",
     [("distillation.sh", []), ("context_distillation.sh", []), ("distillation.sh", NON_COLOCATED), ("grpo.sh", []),
      ("grpo.sh", ["grpo.context_distillation.use_full_reward_baseline=false", "grpo.context_distillation.teacher_tau=0.1",
-                  "loss_fn.loss_type=dr_grpo", "loss_fn.beta=0.01"]),
+                  "loss_fn.loss_type=dr_grpo", "loss_fn.beta=0.01", "grpo.context_distillation.eval_baseline=true",
+                  "grpo.context_distillation.context='Answer with the number only. '"]),
      ("sft.sh", [])],
     ids=["distillation", "context_distillation", "distillation-non-colocated", "grpo", "grpo-token-level-teacher-reference",
          "sft"],
@@ -36,6 +37,11 @@ def test_functional_script(script, extra, tmp_path):
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "OK" in result.stdout
+    if "grpo.context_distillation.eval_baseline=true" in extra:  # student vs teacher-with-context, logged at step 0
+        baseline = _read_jsonl(tmp_path / "logs" / "metrics.jsonl")[0]
+        assert baseline["step"] == 0 and {"eval/math/baseline_student/avg", "eval/math/baseline_teacher/avg",
+                                          "eval/math/baseline_diff"} <= baseline.keys(), baseline
+        assert (tmp_path / "logs" / "val_data_baseline_teacher.jsonl").is_file()
 
 
 def _read_jsonl(path: Path) -> list[dict]:
