@@ -55,6 +55,7 @@ from nemo_distill.algorithms.runtime import (
     validate,
 )
 from nemo_distill.config import ConfigError
+from nemo_distill.data.processors import ProcessedPrompt
 from nemo_distill.environments.shaping import shaping_rewards
 from nemo_distill.models.generation.interfaces import SamplingParams
 
@@ -120,7 +121,8 @@ def logprob_mismatch(old_logprobs: torch.Tensor, rollouts: RolloutBatch, mask: t
     return float(((old_logprobs - rollouts.sampling_logprobs()).abs() * mask).sum() / tokens)
 
 
-def baseline_teacher_prompts(cfg: GRPOMasterConfig, tokenizer, val_prompts: list, context: str) -> list:
+def baseline_teacher_prompts(cfg: GRPOMasterConfig, tokenizer: Any, val_prompts: list[ProcessedPrompt],
+                             context: str) -> list[ProcessedPrompt]:
     """The validation prompts as the teacher reads them (``context`` before each problem).
 
     Raises ConfigError naming ``data.max_input_seq_length`` when every one is too long (eval_baseline
