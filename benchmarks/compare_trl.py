@@ -87,8 +87,8 @@ def run_trl(args: argparse.Namespace) -> dict:
     cuda = args.device == "cuda"
     if args.trl_kernels == "torch":
         # TRL picks its Triton tiles for the chunked divergence on CUDA and its torch tiles elsewhere;
-        # this makes it take the torch tiles on CUDA too (its Triton kernel gave NaN gradients at step 1
-        # on an H200 with torch 2.11: docs/performance.md).
+        # this makes it take the torch tiles on CUDA too, to rule its kernel in or out when its numbers
+        # look wrong (the NaN of docs/performance.md showed with both; the cause was our tokenizer).
         import trl.kernels.chunked_logprob as trl_tiles
 
         trl_tiles._TRITON_AVAILABLE = False
