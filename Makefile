@@ -1,6 +1,7 @@
 # Two commands do all set-up on a fresh machine (see README):
 #   make demo   -- context self-distillation of the embedded SmolLM2-135M-Instruct on CPU
 #   make demo-context -- few-shot -> zero-shot context distillation (reward mix) of the same model on CPU
+#   make demo-facts -- made-up facts in the teacher's context, the student learns them (reward mix) on CPU
 #   make test   -- the whole test suite CI runs
 PYTHON ?= python3
 VENV ?= .venv
@@ -8,7 +9,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.nemo_distill_installed
 PYTEST_ARGS ?=
 
-.PHONY: setup demo demo-context test test-unit test-functional clean-venv
+.PHONY: setup demo demo-context demo-facts test test-unit test-functional clean-venv
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +29,9 @@ demo: setup
 
 demo-context: setup
 	$(PY) examples/run_grpo.py --config configs/context_distill_fewshot_cpu.yaml $(ARGS)
+
+demo-facts: setup
+	$(PY) examples/run_grpo.py --config configs/context_distill_facts_cpu.yaml $(ARGS)
 
 test: setup
 	$(PY) -m pytest tests/unit tests/functional -q -rs $(PYTEST_ARGS)

@@ -68,6 +68,7 @@ ALLOWED_RESUME_CHANGES: tuple[str, ...] = (
     "policy.train_micro_batch_size",
     "*.logprob_batch_size",
     "*.logprob_chunk_size",
+    "*.logprob_shared_prefix_min_tokens",
     "policy.train_head_chunk_rows",
     "*.dtensor_cfg.activation_checkpointing",
     "policy.generation.refit_bucket_mb",

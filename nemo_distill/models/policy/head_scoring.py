@@ -26,6 +26,7 @@ after forward (FSDP2's default for the root), so the recompute in backward finds
 
 from __future__ import annotations
 
+import inspect
 from typing import Callable, TypeVar
 
 import torch
@@ -99,8 +100,72 @@ def train_loss_with_chunked_head(
     return loss + output.logits[..., :0].sum(), sums
 
 
-def _forward_with_head_hook(model, input_ids, attention_mask, score):
-    """``(score(hidden, head), model output)``: the forward of :func:`score_with_chunked_head`, self-check included."""
+def shared_prefix_length(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> int:
+    """The number ``P`` of leading columns of a right-padded ``[B, T]`` batch that are real tokens and
+    equal in every row, capped so each row keeps at least one real token after them (0 when ``B < 2``)."""
+    if input_ids.shape[0] < 2 or input_ids.shape[1] < 2:
+        return 0
+    differs = (input_ids != input_ids[:1]).any(dim=0).nonzero()
+    first_difference = int(differs[0]) if differs.numel() else input_ids.shape[1]
+    shortest = int(attention_mask.sum(dim=1).min())
+    return max(0, min(first_difference, shortest - 1))
+
+
+def score_with_shared_prefix(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    prefix_len: int,
+    score: Callable[[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]], Result],
+) -> Result:
+    """:func:`score_with_chunked_head` for a batch whose rows all start with the same ``prefix_len`` real
+    tokens (:func:`shared_prefix_length`; e.g. a teacher's context before every prompt).
+
+    The prefix runs once, as a batch of one; its KV cache is repeated ``B`` times and the other
+    ``T - P`` columns run against it, so the model computes ``P + B·(T - P)`` token positions instead of
+    ``B·T``. ``score`` receives the same ``[B, T, H]`` hidden states as from one full forward (the
+    prefix rows broadcast from the single pass), up to floating-point summation order.
+    Raises :class:`ChunkedHeadUnsupported` when the model returns no cache that can be repeated.
+    """
+    batch_size, seq_len = input_ids.shape
+    if not 0 < prefix_len < seq_len:
+        raise ValueError(f"prefix_len must be in [1, {seq_len - 1}] for a batch of {seq_len} columns, got {prefix_len}")
+    cache_keyword = _cache_keyword(model)
+    prefix_hidden, prefix_output = _forward_with_head_hook(
+        model, input_ids[:1, :prefix_len], attention_mask[:1, :prefix_len], lambda hidden, head: hidden, use_cache=True)
+    cache = getattr(prefix_output, cache_keyword, None)
+    if cache is None or not hasattr(cache, "batch_repeat_interleave"):
+        raise ChunkedHeadUnsupported(f"{type(model).__name__} returned no repeatable KV cache ({type(cache).__name__})")
+    cache.batch_repeat_interleave(batch_size)
+    positions = torch.arange(prefix_len, seq_len, device=input_ids.device).expand(batch_size, -1)
+
+    def score_whole(suffix_hidden: torch.Tensor, head: Callable[[torch.Tensor], torch.Tensor]) -> Result:
+        # inside the suffix forward, so the head's parameters are still gathered under FSDP2
+        return score(torch.cat([prefix_hidden.expand(batch_size, -1, -1), suffix_hidden], dim=1), head)
+
+    result, _ = _forward_with_head_hook(model, input_ids[:, prefix_len:], attention_mask, score_whole,
+                                        **{cache_keyword: cache}, position_ids=positions, use_cache=True)
+    return result
+
+
+def _cache_keyword(model: torch.nn.Module) -> str:
+    """The KV cache's name in the HF forward's arguments and output: ``cache`` from transformers 5.2x
+    on, ``past_key_values`` before; read from the HF model itself, not from a wrapper such as peft's."""
+    from transformers import PreTrainedModel
+
+    for module in model.modules():
+        if not isinstance(module, PreTrainedModel):
+            continue
+        parameters = inspect.signature(module.forward).parameters
+        for name in ("cache", "past_key_values"):
+            if name in parameters:
+                return name
+    raise ChunkedHeadUnsupported(f"{type(model).__name__}.forward takes no KV cache argument")
+
+
+def _forward_with_head_hook(model, input_ids, attention_mask, score, **forward_kwargs):
+    """``(score(hidden, head), model output)``: the forward of :func:`score_with_chunked_head`, self-check
+    included. ``forward_kwargs`` (default ``use_cache=False``) go to the model's forward."""
     head = model.get_output_embeddings()
     if head is None:
         raise ChunkedHeadUnsupported(f"{type(model).__name__}.get_output_embeddings() is None")
@@ -131,7 +196,7 @@ def _forward_with_head_hook(model, input_ids, attention_mask, score):
 
     handles = [head.register_forward_pre_hook(before_head), head.register_forward_hook(after_head)]
     try:
-        output = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+        output = model(input_ids=input_ids, attention_mask=attention_mask, **{"use_cache": False, **forward_kwargs})
     finally:
         for handle in handles:
             handle.remove()

@@ -30,7 +30,8 @@ from nemo_distill.models.policy.config import OptimizerConfig, PolicyConfig, Sch
 from nemo_distill.models.policy.compilation import compile_decoder_layers
 from nemo_distill.models.policy.optimizer import build_adamw
 from nemo_distill.models.policy.grad_norm import clip_grad_norm
-from nemo_distill.models.policy.head_scoring import ChunkedHeadUnsupported, score_with_chunked_head, train_loss_with_chunked_head
+from nemo_distill.models.policy.head_scoring import (ChunkedHeadUnsupported, score_with_chunked_head, score_with_shared_prefix,
+                                                     shared_prefix_length, train_loss_with_chunked_head)
 from nemo_distill.models.policy.interfaces import LossFunction, RankInfo, StepCounts, TopkLogits, TrainMetrics
 from nemo_distill.models.policy.logprobs import head_token_logprobs, head_topk, token_logprobs
 from nemo_distill.models.policy.lora import apply_lora, lora_scale
@@ -187,12 +188,24 @@ class PolicyWorker(WeightExportMixin):
         worker must use full logits (TP/CP, or a model whose logits are not ``head(hidden)``)."""
         if not self.chunked_head:
             return None
+        prefix_len = self._shared_prefix_len(batch)
         try:
+            if prefix_len:
+                return score_with_shared_prefix(self.model, batch.input_ids, batch.attention_mask, prefix_len, score)
             return score_with_chunked_head(self.model, batch.input_ids, batch.attention_mask, score)
         except ChunkedHeadUnsupported as error:
             log.warning("scoring with full [B, T, V] logits from now on: %s", error)
             self.chunked_head = False
             return None
+
+    def _shared_prefix_len(self, batch: TokenBatch) -> int:
+        """Leading tokens every row of a scoring micro-batch shares, when at least
+        ``logprob_shared_prefix_min_tokens`` (then run once, :func:`~.head_scoring.score_with_shared_prefix`), else 0."""
+        min_tokens = self.cfg.logprob_shared_prefix_min_tokens
+        if not min_tokens or self.cfg.compile_decoder_layers:  # compiled layers are traced without a KV cache
+            return 0
+        prefix_len = shared_prefix_length(batch.input_ids, batch.attention_mask)
+        return prefix_len if prefix_len >= min_tokens else 0
 
     def _forward_logits(self, batch: TokenBatch) -> torch.Tensor:
         """``[b, t, V]`` logits over the full vocabulary, identical on every rank of a tp/cp group."""

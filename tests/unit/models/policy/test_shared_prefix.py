@@ -1,0 +1,132 @@
+"""Scoring a batch whose rows share a prefix (a teacher's context): the prefix runs once and the rest
+against its repeated KV cache. The result equals a float64 full forward (Qwen3 and Llama, right
+padding, prefixes of 1 to the cap), the model sees ``P + B·(T - P)`` positions, and the worker uses
+it only past ``logprob_shared_prefix_min_tokens`` and gives the same scores either way (FSDP2 + LoRA
+student and plain teacher, one CPU rank, no Ray)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nemo_distill.data.batch import TokenBatch
+from nemo_distill.models.loading import load_causal_lm
+from nemo_distill.models.policy.head_scoring import score_with_shared_prefix, shared_prefix_length
+from nemo_distill.models.policy.logprobs import head_token_logprobs, head_topk
+from policy_spawn import run_ranks
+
+BATCH, SEQ_LEN, PREFIX = 4, 14, 9
+
+
+def _shared_prefix_batch(vocab_size: int, prefix_len: int = PREFIX, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[4, 14]`` right-padded rows: the same ``prefix_len`` tokens, then different tokens; rows 1 and 3
+    are shorter (rows 3 ends 1 token after the prefix)."""
+    generator = torch.Generator().manual_seed(seed)
+    input_ids = torch.randint(0, vocab_size, (BATCH, SEQ_LEN), generator=generator)
+    input_ids[:, :prefix_len] = input_ids[0, :prefix_len]
+    input_ids[1:, prefix_len] = (input_ids[0, prefix_len] + torch.arange(1, BATCH)) % vocab_size  # rows differ right after
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[1, SEQ_LEN - 3 :] = 0
+    attention_mask[3, prefix_len + 1 :] = 0
+    input_ids[attention_mask == 0] = 0
+    return input_ids, attention_mask
+
+
+def test_shared_prefix_length_cases():
+    ids = torch.tensor([[5, 6, 7, 8, 9], [5, 6, 7, 1, 2], [5, 6, 7, 8, 3]])
+    full = torch.ones_like(ids)
+    assert shared_prefix_length(ids, full) == 3  # the first column where any row differs
+    same = ids[:1].expand(3, -1)
+    assert shared_prefix_length(same, full) == 4  # identical rows: every row keeps one token after it
+    short = full.clone()
+    short[1, 2:] = 0  # row 1 has 2 real tokens: the prefix may cover only its first
+    assert shared_prefix_length(ids, short) == 1
+    padded_same = torch.tensor([[5, 6, 0, 0], [5, 6, 0, 0]])
+    assert shared_prefix_length(padded_same, torch.tensor([[1, 1, 0, 0], [1, 1, 0, 0]])) == 1  # padding never counts
+    assert shared_prefix_length(ids[:1], full[:1]) == 0  # one row: nothing to share
+    assert shared_prefix_length(torch.tensor([[1, 2], [3, 2]]), torch.ones(2, 2, dtype=torch.long)) == 0
+
+
+@pytest.fixture(scope="module", params=["qwen3", "llama"])
+def model(request, tiny_model_dir, tiny_llama_dir):
+    folder = {"qwen3": tiny_model_dir, "llama": tiny_llama_dir}[request.param]
+    return load_causal_lm(folder, dtype=torch.float32, device="cpu").eval()
+
+
+def _float64_reference(model, input_ids, attention_mask, k: int):
+    with torch.no_grad():
+        logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits.double()
+    picked = torch.log_softmax(logits, dim=-1)[:, :-1].gather(-1, input_ids[:, 1:, None]).squeeze(-1)
+    return torch.topk(logits, k, dim=-1), torch.nn.functional.pad(picked, (1, 0))
+
+
+@pytest.mark.parametrize("prefix_len", [1, 5, PREFIX])
+def test_shared_prefix_scores_equal_one_full_forward(model, prefix_len):
+    input_ids, attention_mask = _shared_prefix_batch(model.config.vocab_size)
+    assert shared_prefix_length(input_ids, attention_mask) == PREFIX
+    k, chunk = 4, 3
+    expected_topk, expected_logprobs = _float64_reference(model, input_ids, attention_mask, k)
+    positions_run: list[int] = []
+    hook = model.get_input_embeddings().register_forward_hook(lambda m, args, out: positions_run.append(args[0].numel()))
+    try:
+        with torch.no_grad():
+            logprobs = score_with_shared_prefix(model, input_ids, attention_mask, prefix_len,
+                                                lambda hidden, head: head_token_logprobs(hidden, head, input_ids, chunk))
+            values, indices = score_with_shared_prefix(model, input_ids, attention_mask, prefix_len,
+                                                       lambda hidden, head: head_topk(hidden, head, k, chunk))
+    finally:
+        hook.remove()
+    real = attention_mask.bool()
+    torch.testing.assert_close(logprobs.double()[real], expected_logprobs[real], rtol=1e-5, atol=1e-5)
+    assert torch.equal(indices[real], expected_topk.indices[real])
+    torch.testing.assert_close(values.double()[real], expected_topk.values[real], rtol=1e-5, atol=1e-5)
+    # the prefix once, then every row's remaining columns: P + B(T - P) positions, twice (two scorings)
+    assert positions_run == [prefix_len, BATCH * (SEQ_LEN - prefix_len)] * 2
+
+
+def test_shared_prefix_rejects_a_prefix_that_leaves_no_columns(model):
+    input_ids, attention_mask = _shared_prefix_batch(model.config.vocab_size)
+    for bad in (0, SEQ_LEN):
+        with pytest.raises(ValueError, match="prefix_len"):
+            score_with_shared_prefix(model, input_ids, attention_mask, bad, lambda hidden, head: hidden)
+
+
+def score_with_and_without_sharing(rank: int, model_dir: str, batch: TokenBatch) -> dict:
+    from nemo_distill.models.policy.config import DTensorConfig, TeacherConfig
+    from nemo_distill.models.policy.worker import PolicyWorker
+    from worker_scenarios import make_config
+
+    student = PolicyWorker(make_config(model_dir, lora=True, precision="float32"))  # FSDP2 root unit + peft
+    teacher = PolicyWorker(TeacherConfig(model_name=model_dir, precision="float32", logprob_batch_size=4,
+                                         dtensor_cfg=DTensorConfig(enabled=False)), trainable=False)
+    out = {}
+    for role, worker in (("student", student), ("teacher", teacher)):
+        worker.cfg.logprob_batch_size = BATCH
+        embed = worker.model.get_input_embeddings()
+        for min_tokens in (PREFIX, PREFIX + 1, 0):  # shares / prefix too short to share / off
+            worker.cfg.logprob_shared_prefix_min_tokens = min_tokens
+            positions: list[int] = []
+            hook = embed.register_forward_hook(lambda m, args, o: positions.append(args[0].numel()))
+            topk = worker.get_topk_logits(batch, 3)
+            logprobs = worker.get_logprobs(batch)
+            hook.remove()
+            out[(role, min_tokens)] = (topk.values, topk.indices, logprobs, positions, worker.chunked_head)
+    return out
+
+
+def test_worker_scores_the_same_with_and_without_sharing(tiny_model_dir):
+    input_ids, attention_mask = _shared_prefix_batch(49152)
+    batch = TokenBatch(input_ids=input_ids, attention_mask=attention_mask, loss_mask=attention_mask.clone(),
+                       sample_mask=torch.ones(BATCH))
+    result = run_ranks(score_with_and_without_sharing, 1, tiny_model_dir, batch)[0]
+    shared_positions = [PREFIX, BATCH * (SEQ_LEN - PREFIX)] * 2
+    for role in ("student", "teacher"):
+        ref_values, ref_indices, ref_logprobs, ref_positions, _ = result[(role, 0)]
+        assert ref_positions == [BATCH * SEQ_LEN] * 2  # off: one full forward per scoring
+        assert result[(role, PREFIX + 1)][3] == ref_positions  # the shared prefix is shorter than the minimum
+        values, indices, logprobs, positions, still_chunked = result[(role, PREFIX)]
+        assert positions == shared_positions and still_chunked, role
+        assert torch.equal(indices, ref_indices), role
+        torch.testing.assert_close(values, ref_values, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(logprobs, ref_logprobs, rtol=1e-5, atol=1e-5)
+        assert not logprobs[:, 0].any() and not logprobs[attention_mask == 0].any()
