@@ -140,12 +140,14 @@ class PolicyWorker(WeightExportMixin):
 
         self.optimizer = self.scheduler = None
         if trainable:
-            self.optimizer = build_adamw(self.trainable_parameters(), cfg.optimizer)
-            self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_multiplier(cfg.scheduler, total_steps))
+            self._build_optimizer(cfg.optimizer, cfg.scheduler, total_steps)
         self.offload_events: list[str] = []  # call order of offload/onload, checked by tests
         # Scoring applies the output embedding chunk by chunk (no [B, T, V] logits) unless the model
         # failed head_scoring's self-check; TP (vocab-sharded head) and CP always use full logits.
         self.chunked_head = self.layout.tp_size == 1 and self.layout.cp_size == 1
+        # ... and runs a prefix all rows share once (head_scoring.score_with_shared_prefix), except with
+        # compiled layers (traced without a KV cache) or after a model returned no usable cache.
+        self.share_prefix = not cfg.compile_decoder_layers
         self._full_logits_reasons_logged: set[str] = set()  # why training used full logits despite train_head_chunk_rows
         self._transfer_buffer: torch.Tensor | None = None  # packed refit bucket (GPU transports), reused
         self._transfer_group = None  # rank 0's process group with the generation workers (broadcast refit)
@@ -189,9 +191,13 @@ class PolicyWorker(WeightExportMixin):
         if not self.chunked_head:
             return None
         prefix_len = self._shared_prefix_len(batch)
-        try:
-            if prefix_len:
+        if prefix_len:
+            try:
                 return score_with_shared_prefix(self.model, batch.input_ids, batch.attention_mask, prefix_len, score)
+            except ChunkedHeadUnsupported as error:
+                log.warning("scoring without a shared prefix from now on: %s", error)
+                self.share_prefix = False
+        try:
             return score_with_chunked_head(self.model, batch.input_ids, batch.attention_mask, score)
         except ChunkedHeadUnsupported as error:
             log.warning("scoring with full [B, T, V] logits from now on: %s", error)
@@ -202,7 +208,7 @@ class PolicyWorker(WeightExportMixin):
         """Leading tokens every row of a scoring micro-batch shares, when at least
         ``logprob_shared_prefix_min_tokens`` (then run once, :func:`~.head_scoring.score_with_shared_prefix`), else 0."""
         min_tokens = self.cfg.logprob_shared_prefix_min_tokens
-        if not min_tokens or self.cfg.compile_decoder_layers:  # compiled layers are traced without a KV cache
+        if not min_tokens or not self.share_prefix:
             return 0
         prefix_len = shared_prefix_length(batch.input_ids, batch.attention_mask)
         return prefix_len if prefix_len >= min_tokens else 0
@@ -488,10 +494,12 @@ class PolicyWorker(WeightExportMixin):
                 local = param.to_local() if hasattr(param, "to_local") else param
                 local.copy_(self._initial_trainable_state[name].to(local.device))
                 param.grad = None
-        opt = optimizer_cfg if optimizer_cfg is not None else self.cfg.optimizer
-        self.optimizer = build_adamw(self.trainable_parameters(), opt)
-        sched = scheduler_cfg if scheduler_cfg is not None else self.cfg.scheduler
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_multiplier(sched, total_steps))
+        self._build_optimizer(optimizer_cfg or self.cfg.optimizer, scheduler_cfg or self.cfg.scheduler, total_steps)
+
+    def _build_optimizer(self, optimizer_cfg: OptimizerConfig, scheduler_cfg: SchedulerConfig, total_steps: int | None) -> None:
+        """A fresh AdamW over the trainable (local) parameters and its LR multiplier schedule."""
+        self.optimizer = build_adamw(self.trainable_parameters(), optimizer_cfg)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_multiplier(scheduler_cfg, total_steps))
 
     def shutdown(self) -> None:
         """Leave the process group (lets a test process or a reused actor start another group)."""
