@@ -111,41 +111,60 @@ def shared_prefix_length(input_ids: torch.Tensor, attention_mask: torch.Tensor) 
     return max(0, min(first_difference, shortest - 1))
 
 
+# (hidden [b, t, H], head, input_ids [b, t]) -> a tensor, or a tuple of tensors, whose dim 1 is the t columns
+ColumnScorer = Callable[[torch.Tensor, Callable[[torch.Tensor], torch.Tensor], torch.Tensor], Result]
+
+
 def score_with_shared_prefix(
     model: torch.nn.Module,
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
     prefix_len: int,
-    score: Callable[[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]], Result],
+    score: ColumnScorer,
 ) -> Result:
-    """:func:`score_with_chunked_head` for a batch whose rows all start with the same ``prefix_len`` real
-    tokens (:func:`shared_prefix_length`; e.g. a teacher's context before every prompt).
+    """``score(hidden, head, input_ids)`` over a batch whose rows all start with the same ``prefix_len`` real
+    tokens (:func:`shared_prefix_length`; e.g. a teacher's context before every prompt), as
+    :func:`score_with_chunked_head` would give it, computing the prefix once.
 
-    The prefix runs once, as a batch of one; its KV cache is repeated ``B`` times and the other
-    ``T - P`` columns run against it, so the model computes ``P + B·(T - P)`` token positions instead of
-    ``B·T``. ``score`` receives the same ``[B, T, H]`` hidden states as from one full forward (the
-    prefix rows broadcast from the single pass), up to floating-point summation order.
+    The prefix runs as a batch of one; its KV cache is repeated ``B`` times and the other ``T - P``
+    columns run against it: ``P + B·(T - P)`` token positions instead of ``B·T``. ``score`` is called
+    twice: on the prefix (``[1, P]``, its result broadcast to every row) and on columns ``P - 1 ..
+    T - 1`` (``[B, T - P + 1]``, the prefix's last hidden row first; its column 0 is dropped), so the
+    output embedding never runs on ``B`` copies of the prefix. ``score`` must be column-local, as
+    :func:`~.logprobs.head_token_logprobs` (column ``t``: hidden row ``t - 1`` and token ``t``; column 0
+    a constant) and :func:`~.logprobs.head_topk` (column ``t``: hidden row ``t``) are.
     Raises :class:`ChunkedHeadUnsupported` when the model returns no cache that can be repeated.
     """
     batch_size, seq_len = input_ids.shape
     if not 0 < prefix_len < seq_len:
         raise ValueError(f"prefix_len must be in [1, {seq_len - 1}] for a batch of {seq_len} columns, got {prefix_len}")
     cache_keyword = _cache_keyword(model)
-    prefix_hidden, prefix_output = _forward_with_head_hook(
-        model, input_ids[:1, :prefix_len], attention_mask[:1, :prefix_len], lambda hidden, head: hidden, use_cache=True)
+    prefix_ids, tail_ids = input_ids[:1, :prefix_len], input_ids[:, prefix_len - 1 :]
+
+    def score_prefix(hidden: torch.Tensor, head: Callable[[torch.Tensor], torch.Tensor]):
+        return hidden[:, -1:], score(hidden, head, prefix_ids)
+
+    (last_prefix_row, prefix_result), prefix_output = _forward_with_head_hook(
+        model, prefix_ids, attention_mask[:1, :prefix_len], score_prefix, use_cache=True)
     cache = getattr(prefix_output, cache_keyword, None)
     if cache is None or not hasattr(cache, "batch_repeat_interleave"):
         raise ChunkedHeadUnsupported(f"{type(model).__name__} returned no repeatable KV cache ({type(cache).__name__})")
     cache.batch_repeat_interleave(batch_size)
     positions = torch.arange(prefix_len, seq_len, device=input_ids.device).expand(batch_size, -1)
 
-    def score_whole(suffix_hidden: torch.Tensor, head: Callable[[torch.Tensor], torch.Tensor]) -> Result:
-        # inside the suffix forward, so the head's parameters are still gathered under FSDP2
-        return score(torch.cat([prefix_hidden.expand(batch_size, -1, -1), suffix_hidden], dim=1), head)
+    def score_tail(suffix_hidden: torch.Tensor, head: Callable[[torch.Tensor], torch.Tensor]):
+        return score(torch.cat([last_prefix_row.expand(batch_size, -1, -1), suffix_hidden], dim=1), head, tail_ids)
 
-    result, _ = _forward_with_head_hook(model, input_ids[:, prefix_len:], attention_mask, score_whole,
-                                        **{cache_keyword: cache}, position_ids=positions, use_cache=True)
-    return result
+    tail_result, _ = _forward_with_head_hook(model, input_ids[:, prefix_len:], attention_mask, score_tail,
+                                             **{cache_keyword: cache}, position_ids=positions, use_cache=True)
+    return _join_columns(prefix_result, tail_result, batch_size)
+
+
+def _join_columns(prefix, tail, batch_size: int):
+    """The prefix's ``[1, P, ...]`` result broadcast to ``B`` rows, then the tail's ``[B, 1 + S, ...]`` without its column 0."""
+    if isinstance(prefix, tuple):
+        return tuple(_join_columns(p, t, batch_size) for p, t in zip(prefix, tail))
+    return torch.cat([prefix.expand(batch_size, *prefix.shape[1:]), tail[:, 1:]], dim=1)
 
 
 def _cache_keyword(model: torch.nn.Module) -> str:

@@ -186,8 +186,8 @@ class PolicyWorker(WeightExportMixin):
         return full[:, :seq_len]
 
     def _score_with_chunked_head(self, batch: TokenBatch, score):
-        """``score(hidden [b, t, H], head)`` from one forward (:mod:`.head_scoring`), or None when this
-        worker must use full logits (TP/CP, or a model whose logits are not ``head(hidden)``)."""
+        """``score(hidden [b, t, H], head, input_ids [b, t])`` (column-local: :mod:`.head_scoring`) from the
+        forward, or None when this worker must use full logits (TP/CP, or logits that are not ``head(hidden)``)."""
         if not self.chunked_head:
             return None
         prefix_len = self._shared_prefix_len(batch)
@@ -198,7 +198,8 @@ class PolicyWorker(WeightExportMixin):
                 log.warning("scoring without a shared prefix from now on: %s", error)
                 self.share_prefix = False
         try:
-            return score_with_chunked_head(self.model, batch.input_ids, batch.attention_mask, score)
+            return score_with_chunked_head(self.model, batch.input_ids, batch.attention_mask,
+                                           lambda hidden, head: score(hidden, head, batch.input_ids))
         except ChunkedHeadUnsupported as error:
             log.warning("scoring with full [B, T, V] logits from now on: %s", error)
             self.chunked_head = False
@@ -338,8 +339,8 @@ class PolicyWorker(WeightExportMixin):
         for micro in batch.to(self.device).micro_batches(self.cfg.logprob_batch_size):
             trimmed = micro.trim_padding()
             chunk, vocab = self.cfg.logprob_chunk_size, int(self.model.config.vocab_size)
-            scores = self._score_with_chunked_head(trimmed, lambda hidden, head: head_token_logprobs(
-                hidden, head, trimmed.input_ids, chunk, temperature=temperature, vocab_size=vocab))
+            scores = self._score_with_chunked_head(trimmed, lambda hidden, head, input_ids: head_token_logprobs(
+                hidden, head, input_ids, chunk, temperature=temperature, vocab_size=vocab))
             if scores is None:
                 logits = self._forward_logits(trimmed)
                 scores = token_logprobs(logits, trimmed.input_ids, chunk, temperature=temperature)
@@ -366,7 +367,7 @@ class PolicyWorker(WeightExportMixin):
         values, indices = [], []
         for micro in batch.to(self.device).micro_batches(self.cfg.logprob_batch_size):
             trimmed = micro.trim_padding()
-            top = self._score_with_chunked_head(trimmed, lambda hidden, head: head_topk(
+            top = self._score_with_chunked_head(trimmed, lambda hidden, head, input_ids: head_topk(
                 hidden, head, k, self.cfg.logprob_chunk_size, temperature=temperature, vocab_size=vocab_size))
             if top is None:
                 top = self._full_logits_topk(trimmed, k, temperature, tp_group)

@@ -67,28 +67,35 @@ def test_shared_prefix_scores_equal_one_full_forward(model, prefix_len):
     k, chunk = 4, 3
     expected_topk, expected_logprobs = _float64_reference(model, input_ids, attention_mask, k)
     positions_run: list[int] = []
+    head_rows: list[int] = []
     hook = model.get_input_embeddings().register_forward_hook(lambda m, args, out: positions_run.append(args[0].numel()))
+    head_hook = model.get_output_embeddings().register_forward_hook(lambda m, args, out: head_rows.append(args[0].shape[0] * args[0].shape[1]))
     try:
         with torch.no_grad():
             logprobs = score_with_shared_prefix(model, input_ids, attention_mask, prefix_len,
-                                                lambda hidden, head: head_token_logprobs(hidden, head, input_ids, chunk))
+                                                lambda hidden, head, ids: head_token_logprobs(hidden, head, ids, chunk))
             values, indices = score_with_shared_prefix(model, input_ids, attention_mask, prefix_len,
-                                                       lambda hidden, head: head_topk(hidden, head, k, chunk))
+                                                       lambda hidden, head, ids: head_topk(hidden, head, k, chunk))
     finally:
         hook.remove()
+        head_hook.remove()
     real = attention_mask.bool()
     torch.testing.assert_close(logprobs.double()[real], expected_logprobs[real], rtol=1e-5, atol=1e-5)
     assert torch.equal(indices[real], expected_topk.indices[real])
     torch.testing.assert_close(values.double()[real], expected_topk.values[real], rtol=1e-5, atol=1e-5)
     # the prefix once, then every row's remaining columns: P + B(T - P) positions, twice (two scorings)
     assert positions_run == [prefix_len, BATCH * (SEQ_LEN - prefix_len)] * 2
+    # the head never scores B copies of the prefix: each pass's own last row, then the log-prob rows
+    # (prefix P - 1, tail B x S) and the top-k rows (prefix P, tail B x (1 + S)), S = T - P
+    suffix = SEQ_LEN - prefix_len
+    assert sum(head_rows) == (1 + BATCH) * 2 + (prefix_len - 1 + BATCH * suffix) + (prefix_len + BATCH * (1 + suffix))
 
 
 def test_shared_prefix_rejects_a_prefix_that_leaves_no_columns(model):
     input_ids, attention_mask = _shared_prefix_batch(model.config.vocab_size)
     for bad in (0, SEQ_LEN):
         with pytest.raises(ValueError, match="prefix_len"):
-            score_with_shared_prefix(model, input_ids, attention_mask, bad, lambda hidden, head: hidden)
+            score_with_shared_prefix(model, input_ids, attention_mask, bad, lambda hidden, head, ids: hidden)
 
 
 def score_with_and_without_sharing(rank: int, model_dir: str, batch: TokenBatch) -> dict:
