@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from nemo_distill.algorithms.distillation import run_distillation  # noqa: E402
-from nemo_distill.algorithms.runtime import format_summary_table  # noqa: E402
+from nemo_distill.algorithms.run_summary import format_summary_table  # noqa: E402
 from nemo_distill.algorithms.distillation_config import DistillationMasterConfig, check_distillation_config  # noqa: E402
 from nemo_distill.config.cli import parse_command_line, run_main  # noqa: E402
 

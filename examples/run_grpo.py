@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from nemo_distill.algorithms.grpo import run_grpo  # noqa: E402
 from nemo_distill.algorithms.grpo_config import GRPOMasterConfig, check_grpo_config  # noqa: E402
-from nemo_distill.algorithms.runtime import format_summary_table  # noqa: E402
+from nemo_distill.algorithms.run_summary import format_summary_table  # noqa: E402
 from nemo_distill.config.cli import parse_command_line, run_main  # noqa: E402
 
 DEFAULT_CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "grpo_math.yaml")

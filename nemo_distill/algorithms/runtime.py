@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from nemo_distill.algorithms.rollouts import RolloutBatch, generate_rollouts, sample_rows
+from nemo_distill.algorithms.run_summary import write_summary
 from nemo_distill.algorithms.runtime_config import LoopConfig, RuntimeConfig
 from nemo_distill.config import ConfigError
 from nemo_distill.data.dataloader import PromptDataLoader
@@ -459,40 +460,6 @@ def cleanup(rt: Runtime) -> Path | None:
     return png
 
 
-def write_summary(rt: Runtime, labels: dict[str, str], elapsed_s: float, title: str) -> dict[str, Any]:
-    """First/last-step values of ``labels``' metrics (printed by :func:`format_summary_table`, saved as ``summary.json``)."""
-    import json
-
-    history = rt.history
-    summary: dict[str, Any] = {"title": title, "run_dir": str(rt.run_dir), "steps": len(history), "wall_time_s": round(elapsed_s, 1),
-                               "labels": labels}
-    if history:
-        for name in labels:
-            firsts = [row for row in history if name in row]
-            if firsts:
-                first, last = firsts[0], firsts[-1]
-                summary[name] = {"first": first[name], "last": last[name], "first_step": first["step"], "last_step": last["step"]}
-    (rt.run_dir / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False, default=str))
-    return summary
-
-
-def format_summary_table(summary: dict[str, Any]) -> str:
-    """The first/last-step table printed at the end of a run."""
-    lines = [f"== {summary['title']} summary: {summary['steps']} steps in {summary['wall_time_s']} s, run dir {summary['run_dir']} =="]
-    lines.append(f"{'metric':<36} {'first':>10} {'last':>10}")
-
-    def show(value):
-        return "-" if value is None else f"{value:.4f}"
-
-    for name, label in summary["labels"].items():
-        if name in summary:
-            entry = summary[name]
-            lines.append(f"{label:<36} {show(entry['first']):>10} {show(entry['last']):>10}")
-    if summary.get("curves_png"):
-        lines.append(f"curves: {summary['curves_png']}")
-    return "\n".join(lines)
-
-
 def run_algorithm(setup: Callable[[], Runtime], train: Callable[[Runtime], None], *, title: str,
                   summary_labels: dict[str, str]) -> dict[str, Any]:
     """``setup() -> train(rt) -> cleanup(rt)`` (cleanup in a ``finally``); returns the summary."""
@@ -503,6 +470,6 @@ def run_algorithm(setup: Callable[[], Runtime], train: Callable[[Runtime], None]
         train(rt)
     finally:
         png = cleanup(rt)
-    summary = write_summary(rt, summary_labels, time.time() - started, title)
+    summary = write_summary(rt.history, rt.run_dir, summary_labels, time.time() - started, title)
     summary["curves_png"] = str(png) if png else None
     return summary
