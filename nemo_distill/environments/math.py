@@ -176,15 +176,42 @@ def _math_verify_equal(pred: str, gold: str) -> bool:
     except ImportError:
         log.warning("math-verify is not installed; symbolic answers are compared as text only")
         return False
-    # math-verify's timeouts use SIGALRM, which only the main thread may set.
-    timeout = MATH_VERIFY_TIMEOUT_SECONDS if threading.current_thread() is threading.main_thread() else None
-    try:
+    def compare(timeout: int | None) -> bool:
         gold_parsed = parse(f"${gold}$", parsing_timeout=timeout)
         pred_parsed = parse(f"${pred}$", parsing_timeout=timeout)
         return bool(verify(gold_parsed, pred_parsed, timeout_seconds=timeout))
+
+    try:
+        # math-verify's own timeouts use SIGALRM, which only the main thread may set; elsewhere (the
+        # overlap_generation thread scores rewards) a watchdog thread bounds the wait instead.
+        if threading.current_thread() is threading.main_thread():
+            return compare(MATH_VERIFY_TIMEOUT_SECONDS)
+        return call_with_deadline(lambda: compare(None), MATH_VERIFY_TIMEOUT_SECONDS)
     except Exception as err:  # odd input or a timeout: a mismatch, not a crashed run
         log.debug("math-verify failed on pred=%r gold=%r: %s", pred, gold, err)
         return False
+
+
+def call_with_deadline(function, seconds: float):
+    """``function()``'s result, or ``TimeoutError`` after ``seconds``. The call runs in a daemon thread,
+    which Python cannot stop: a call past its deadline finishes (or hangs) in the background, but the
+    caller goes on."""
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = function()
+        except BaseException as error:  # handed to the caller below
+            outcome["error"] = error
+
+    worker = threading.Thread(target=run, name="math-verify", daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        raise TimeoutError(f"no answer within {seconds} s")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 def answers_match(pred: str | None, gold: str | None, *, use_math_verify: bool = True) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -130,6 +131,35 @@ def test_answers_match_from_a_worker_thread_does_not_crash():
     worker.start()
     worker.join()
     assert results == [True]
+
+
+def test_a_hanging_math_verify_in_a_worker_thread_gives_a_mismatch_after_the_deadline(monkeypatch):
+    # math-verify's SIGALRM timeout cannot run off the main thread: the watchdog must bound the wait
+    pytest.importorskip("math_verify")
+    import math_verify
+
+    from nemo_distill.environments import math as math_env
+
+    release = threading.Event()
+    monkeypatch.setattr(math_env, "MATH_VERIFY_TIMEOUT_SECONDS", 0.2)
+    monkeypatch.setattr(math_verify, "verify", lambda *args, **kwargs: release.wait(30) or True)
+    results = []
+    worker = threading.Thread(target=lambda: results.append(answers_match("x^2", "x*x")))
+    started = time.perf_counter()
+    worker.start()
+    worker.join(10)
+    release.set()
+    assert results == [False] and time.perf_counter() - started < 5
+
+
+def test_call_with_deadline_returns_and_reraises():
+    from nemo_distill.environments.math import call_with_deadline
+
+    assert call_with_deadline(lambda: 7, 5) == 7
+    with pytest.raises(ZeroDivisionError):
+        call_with_deadline(lambda: 1 / 0, 5)
+    with pytest.raises(TimeoutError, match="0.05 s"):
+        call_with_deadline(lambda: time.sleep(1), 0.05)
 
 
 def test_math_reward_and_environment_score():
