@@ -16,6 +16,10 @@ Self-check: the model's returned last-row logits must equal ``head(hidden[:, -1:
 transforms logits after its head (Gemma's final soft-capping, Cohere's logit scale) or does not
 feed the head the full hidden states fails the check; the caller then falls back to full logits.
 
+A batch whose rows all begin with the same tokens (a teacher's context) can be scored with
+:func:`score_with_shared_prefix`: the prefix runs once and every row's remaining columns run against
+its KV cache (``logprob_shared_prefix_min_tokens``; the worker picks it per micro-batch).
+
 Training (``policy.train_head_chunk_rows > 0``) uses the same hook with autograd on:
 :func:`train_loss_with_chunked_head` sums a loss over windows of prediction rows, each window's
 ``head(hidden[:, rows])`` and loss share under non-reentrant activation checkpointing, so one
@@ -126,14 +130,16 @@ def score_with_shared_prefix(
     tokens (:func:`shared_prefix_length`; e.g. a teacher's context before every prompt), as
     :func:`score_with_chunked_head` would give it, computing the prefix once.
 
-    The prefix runs as a batch of one; its KV cache is repeated ``B`` times and the other ``T - P``
-    columns run against it: ``P + B·(T - P)`` token positions instead of ``B·T``. ``score`` is called
+    The prefix runs as a batch of one; the other ``T - P`` columns of every row run against its KV
+    cache: ``P + B·(T - P)`` token positions instead of ``B·T``. Each layer reads the prefix's keys and
+    values broadcast over the rows and stores nothing, so no ``B`` copies of the cache are kept
+    (only one layer's ``[B, heads, T, head_dim]`` exists at a time, as in a full forward). ``score`` is called
     twice: on the prefix (``[1, P]``, its result broadcast to every row) and on columns ``P - 1 ..
     T - 1`` (``[B, T - P + 1]``, the prefix's last hidden row first; its column 0 is dropped), so the
     output embedding never runs on ``B`` copies of the prefix. ``score`` must be column-local, as
     :func:`~.logprobs.head_token_logprobs` (column ``t``: hidden row ``t - 1`` and token ``t``; column 0
     a constant) and :func:`~.logprobs.head_topk` (column ``t``: hidden row ``t``) are.
-    Raises :class:`ChunkedHeadUnsupported` when the model returns no cache that can be repeated.
+    Raises :class:`ChunkedHeadUnsupported` when the model returns no plain per-layer KV cache.
     """
     batch_size, seq_len = input_ids.shape
     if not 0 < prefix_len < seq_len:
@@ -146,10 +152,7 @@ def score_with_shared_prefix(
 
     (last_prefix_row, prefix_result), prefix_output = _forward_with_head_hook(
         model, prefix_ids, attention_mask[:1, :prefix_len], score_prefix, use_cache=True)
-    cache = getattr(prefix_output, cache_keyword, None)
-    if cache is None or not hasattr(cache, "batch_repeat_interleave"):
-        raise ChunkedHeadUnsupported(f"{type(model).__name__} returned no repeatable KV cache ({type(cache).__name__})")
-    cache.batch_repeat_interleave(batch_size)
+    cache = _serve_prefix_to_every_row(getattr(prefix_output, cache_keyword, None), batch_size, type(model).__name__)
     positions = torch.arange(prefix_len, seq_len, device=input_ids.device).expand(batch_size, -1)
 
     def score_tail(suffix_hidden: torch.Tensor, head: Callable[[torch.Tensor], torch.Tensor]):
@@ -158,6 +161,30 @@ def score_with_shared_prefix(
     tail_result, _ = _forward_with_head_hook(model, input_ids[:, prefix_len:], attention_mask, score_tail,
                                              **{cache_keyword: cache}, position_ids=positions, use_cache=True)
     return _join_columns(prefix_result, tail_result, batch_size)
+
+
+def _serve_prefix_to_every_row(cache, batch_size: int, model_name: str):
+    """``cache`` (a batch-1 prefix's ``DynamicCache``) changed so each layer's ``update`` returns the
+    prefix's keys / values expanded to ``batch_size`` rows followed by the new ones, storing nothing:
+    its length stays ``P`` (the next forward's positions and mask sizes start there)."""
+    from transformers.cache_utils import DynamicLayer
+
+    layers = getattr(cache, "layers", None)
+    if not layers or any(type(layer) is not DynamicLayer for layer in layers):
+        # no cache, an older transformers without cache layers, or sliding-window / quantised layers
+        raise ChunkedHeadUnsupported(f"{model_name} returned no plain per-layer KV cache ({type(cache).__name__})")
+
+    def read_only_update(layer):
+        keys, values = layer.keys, layer.values
+
+        def update(key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+            return (torch.cat([keys.expand(batch_size, *keys.shape[1:]), key_states], dim=-2),
+                    torch.cat([values.expand(batch_size, *values.shape[1:]), value_states], dim=-2))
+        return update
+
+    for layer in layers:
+        layer.update = read_only_update(layer)
+    return cache
 
 
 def _join_columns(prefix, tail, batch_size: int):

@@ -98,6 +98,31 @@ def test_shared_prefix_rejects_a_prefix_that_leaves_no_columns(model):
             score_with_shared_prefix(model, input_ids, attention_mask, bad, lambda hidden, head, ids: hidden)
 
 
+def test_the_prefix_cache_stores_nothing_for_the_rows(model):
+    from transformers.cache_utils import DynamicCache
+
+    from nemo_distill.models.policy.head_scoring import ChunkedHeadUnsupported, _cache_keyword, _serve_prefix_to_every_row
+
+    input_ids, attention_mask = _shared_prefix_batch(model.config.vocab_size)
+    keyword = _cache_keyword(model)
+    with torch.no_grad():
+        cache = getattr(model(input_ids=input_ids[:1, :PREFIX], use_cache=True), keyword)
+        served = _serve_prefix_to_every_row(cache, BATCH, "tiny")
+        positions = torch.arange(PREFIX, SEQ_LEN).expand(BATCH, -1)
+        model(input_ids=input_ids[:, PREFIX:], attention_mask=attention_mask, position_ids=positions, use_cache=True, **{keyword: served})
+    assert served.get_seq_length() == PREFIX  # the rows' keys were used, never stored
+    assert all(layer.keys.shape[0] == 1 and layer.keys.shape[-2] == PREFIX for layer in served.layers)
+
+    class OtherLayer:  # e.g. a sliding-window layer, whose stored keys are not the whole prefix
+        keys = values = torch.zeros(1, 1, PREFIX, 1)
+
+    odd = DynamicCache()
+    odd.layers = [OtherLayer()]
+    for bad in (None, odd):
+        with pytest.raises(ChunkedHeadUnsupported, match="per-layer KV cache"):
+            _serve_prefix_to_every_row(bad, BATCH, "tiny")
+
+
 def score_with_and_without_sharing(rank: int, model_dir: str, batch: TokenBatch) -> dict:
     from nemo_distill.models.policy.config import DTensorConfig, TeacherConfig
     from nemo_distill.models.policy.worker import PolicyWorker
@@ -118,6 +143,15 @@ def score_with_and_without_sharing(rank: int, model_dir: str, batch: TokenBatch)
             logprobs = worker.get_logprobs(batch)
             hook.remove()
             out[(role, min_tokens)] = (topk.values, topk.indices, logprobs, positions, worker.chunked_head)
+    # a model whose cache cannot be shared: the worker stops sharing, keeps the chunked head, same scores
+    from nemo_distill.models.policy import head_scoring
+
+    def refuse(*args):
+        raise head_scoring.ChunkedHeadUnsupported("test: no plain per-layer KV cache")
+
+    head_scoring._serve_prefix_to_every_row = refuse
+    teacher.cfg.logprob_shared_prefix_min_tokens = PREFIX
+    out["fallback"] = (teacher.get_logprobs(batch), teacher.share_prefix, teacher.chunked_head)
     return out
 
 
@@ -137,3 +171,6 @@ def test_worker_scores_the_same_with_and_without_sharing(tiny_model_dir):
         torch.testing.assert_close(values, ref_values, rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(logprobs, ref_logprobs, rtol=1e-5, atol=1e-5)
         assert not logprobs[:, 0].any() and not logprobs[attention_mask == 0].any()
+    fallback_logprobs, shares, chunked = result["fallback"]
+    assert not shares and chunked
+    torch.testing.assert_close(fallback_logprobs, result[("teacher", 0)][2], rtol=1e-5, atol=1e-5)
