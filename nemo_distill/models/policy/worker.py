@@ -190,8 +190,10 @@ class PolicyWorker(WeightExportMixin):
         forward, or None when this worker must use full logits (TP/CP, or logits that are not ``head(hidden)``)."""
         if not self.chunked_head:
             return None
-        prefix_len = self._shared_prefix_len(batch)
-        if prefix_len:
+        # a prefix of at least logprob_shared_prefix_min_tokens that every row shares runs once
+        min_tokens = self.cfg.logprob_shared_prefix_min_tokens if self.share_prefix else 0
+        prefix_len = shared_prefix_length(batch.input_ids, batch.attention_mask) if min_tokens else 0
+        if prefix_len >= min_tokens > 0:
             try:
                 return score_with_shared_prefix(self.model, batch.input_ids, batch.attention_mask, prefix_len, score)
             except ChunkedHeadUnsupported as error:
@@ -204,15 +206,6 @@ class PolicyWorker(WeightExportMixin):
             log.warning("scoring with full [B, T, V] logits from now on: %s", error)
             self.chunked_head = False
             return None
-
-    def _shared_prefix_len(self, batch: TokenBatch) -> int:
-        """Leading tokens every row of a scoring micro-batch shares, when at least
-        ``logprob_shared_prefix_min_tokens`` (then run once, :func:`~.head_scoring.score_with_shared_prefix`), else 0."""
-        min_tokens = self.cfg.logprob_shared_prefix_min_tokens
-        if not min_tokens or not self.share_prefix:
-            return 0
-        prefix_len = shared_prefix_length(batch.input_ids, batch.attention_mask)
-        return prefix_len if prefix_len >= min_tokens else 0
 
     def _forward_logits(self, batch: TokenBatch) -> torch.Tensor:
         """``[b, t, V]`` logits over the full vocabulary, identical on every rank of a tp/cp group."""
