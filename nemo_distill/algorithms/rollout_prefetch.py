@@ -26,7 +26,8 @@ What the rest of the runtime does about the pending batch (:mod:`.runtime`):
 * a checkpoint saves the data order and sampling-seed counters from BEFORE the prefetched
   prompts were drawn (:meth:`RolloutPrefetcher.resume_point`): a resumed run samples them again,
   on-policy (staleness 0 at its first step), so nothing is skipped;
-* ``cleanup`` closes the thread after waiting for the pending batch, even after an error;
+* ``cleanup`` closes the thread after waiting for the pending batch, even after an error (not after
+  Ctrl-C: then it stops the workers at once, which ends the thread's wait);
 * an exception in the thread (a worker error naming role and rank) re-raises in the main thread,
   same object and type, at the next wait.
 
@@ -161,9 +162,16 @@ class RolloutPrefetcher:
         self.wait()
         return self.rt.generation.peak_memory_gib()
 
-    def close(self) -> None:
-        """Wait for the pending batch and stop the thread; never raises (cleanup runs it after errors too)."""
+    def close(self, *, wait: bool = True) -> None:
+        """Wait for the pending batch and stop the thread; never raises (cleanup runs it after errors too).
+
+        ``wait=False`` (the run was interrupted, Ctrl-C): return at once; the thread ends when the
+        generation workers it waits on are stopped, which ``cleanup`` does next."""
         pending, self.pending = self.pending, None
+        if pending is not None and not wait:
+            log.info("interrupted: not waiting for the prefetched generation; its workers are stopped next")
+            self.executor.shutdown(wait=False, cancel_futures=True)
+            return
         if pending is not None:
             try:
                 pending.future.result()

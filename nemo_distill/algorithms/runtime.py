@@ -445,14 +445,15 @@ def save_checkpoint(rt: Runtime, step: int, metrics: dict[str, float]) -> Path |
 
 
 # ---------------------------------------------------------------------------------------------- end of run
-def cleanup(rt: Runtime) -> Path | None:
-    """Write the curves PNG, close loggers and stop the workers (every group, even after an error)."""
+def cleanup(rt: Runtime, *, interrupted: bool = False) -> Path | None:
+    """Write the curves PNG, close loggers and stop the workers (every group, even after an error).
+    ``interrupted`` (Ctrl-C): do not wait for a prefetched generation before stopping its workers."""
     png = None
     try:
         png = plot_metric_curves(rt.run_dir / "metrics.jsonl", rt.cfg.logger.plot_metrics, rt.run_dir / "curves.png")
     finally:
         if rt.prefetch is not None:
-            rt.prefetch.close()  # no generation left running on workers about to stop
+            rt.prefetch.close(wait=not interrupted)  # else no generation is left running on workers about to stop
         rt.logger.close()
         for group in (rt.generation, rt.frozen, rt.policy):
             if group is not None:
@@ -465,11 +466,14 @@ def run_algorithm(setup: Callable[[], Runtime], train: Callable[[Runtime], None]
     """``setup() -> train(rt) -> cleanup(rt)`` (cleanup in a ``finally``); returns the summary."""
     started = time.time()
     rt = setup()
-    png = None
+    png, interrupted = None, False
     try:
         train(rt)
+    except KeyboardInterrupt:
+        interrupted = True
+        raise
     finally:
-        png = cleanup(rt)
+        png = cleanup(rt, interrupted=interrupted)
     summary = write_summary(rt.history, rt.run_dir, summary_labels, time.time() - started, title)
     summary["curves_png"] = str(png) if png else None
     return summary

@@ -276,6 +276,19 @@ def test_cleanup_after_an_error_waits_for_the_pending_batch_and_stops_the_thread
     assert rt.prefetch.pending is None and rt.prefetch.executor._shutdown
 
 
+def test_cleanup_after_ctrl_c_does_not_wait_for_the_pending_batch(tmp_path):
+    rt, events, started = make_runtime(tmp_path, overlap=True, steps=3, seconds=3.0)
+    rt.generation.shutdown = lambda: events.append("generation.shutdown")
+    rt.policy.shutdown = lambda: events.append("policy.shutdown")
+    next_rollouts(rt, SAMPLING, 1)  # step 2's 3-second generation is now pending
+    started[1].set()
+    began = time.perf_counter()
+    cleanup(rt, interrupted=True)
+    assert time.perf_counter() - began < 2.0  # stopped at once, not after the pending generation
+    assert events[-2:] == ["generation.shutdown", "policy.shutdown"] and "generate:2@0" not in events
+    assert rt.prefetch.pending is None and rt.prefetch.executor._shutdown
+
+
 @pytest.mark.parametrize("schema, base, check, key", [
     (DistillationMasterConfig, "distillation_math.yaml", check_distillation_config, "distillation.overlap_generation"),
     (GRPOMasterConfig, "grpo_math.yaml", check_grpo_config, "grpo.overlap_generation"),
