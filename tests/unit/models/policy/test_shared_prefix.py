@@ -174,3 +174,36 @@ def test_worker_scores_the_same_with_and_without_sharing(tiny_model_dir):
     fallback_logprobs, shares, chunked = result["fallback"]
     assert not shares and chunked
     torch.testing.assert_close(fallback_logprobs, result[("teacher", 0)][2], rtol=1e-5, atol=1e-5)
+
+
+def score_on_two_fsdp_ranks(rank: int, model_dir: str, batches: dict) -> dict:
+    from nemo_distill.models.policy.config import DTensorConfig, TeacherConfig
+    from nemo_distill.models.policy.worker import PolicyWorker
+
+    teacher = PolicyWorker(TeacherConfig(model_name=model_dir, precision="float32", logprob_batch_size=BATCH,
+                                         logprob_shared_prefix_min_tokens=PREFIX, dtensor_cfg=DTensorConfig(enabled=True)),
+                           trainable=False)
+    positions: list[int] = []
+    teacher.model.get_input_embeddings().register_forward_hook(lambda m, args, o: positions.append(args[0].numel()))
+    out = {}
+    for case, per_rank in batches.items():  # each rank scores its own shard, as PolicyWorkerGroup shards a batch
+        positions.clear()
+        out[case] = (teacher.get_logprobs(per_rank[rank]), list(positions))
+    return out
+
+
+def test_fsdp_ranks_share_the_prefix_only_when_every_rank_can(tiny_model_dir):
+    # FSDP2 all-gathers every layer per forward: a rank running two forwards while another runs one would hang
+    input_ids, attention_mask = _shared_prefix_batch(49152)
+    shared = TokenBatch(input_ids=input_ids, attention_mask=attention_mask, loss_mask=attention_mask.clone(),
+                        sample_mask=torch.ones(BATCH))
+    unshared_ids = input_ids.clone()
+    unshared_ids[1, 0] = (unshared_ids[1, 0] + 1) % 49152  # row 1 differs at column 0: nothing shared
+    unshared = TokenBatch(input_ids=unshared_ids, attention_mask=attention_mask, loss_mask=attention_mask.clone(),
+                          sample_mask=torch.ones(BATCH))
+    results = run_ranks(score_on_two_fsdp_ranks, 2, tiny_model_dir, {"both": [shared, shared], "one": [shared, unshared]})
+    shared_positions, full_positions = [PREFIX, BATCH * (SEQ_LEN - PREFIX)], [BATCH * SEQ_LEN]
+    assert results[0]["both"][1] == results[1]["both"][1] == shared_positions
+    assert results[0]["one"][1] == results[1]["one"][1] == full_positions  # rank 1 cannot share: neither does
+    torch.testing.assert_close(results[0]["both"][0], results[0]["one"][0], rtol=1e-5, atol=1e-5)  # same scores either way
+    torch.testing.assert_close(results[0]["both"][0], results[1]["both"][0], rtol=1e-5, atol=1e-5)
