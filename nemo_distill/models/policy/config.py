@@ -102,8 +102,10 @@ class TeacherConfig:
     logprob_chunk_size: int = field(default=512, metadata={"ge": 1})  # sequence rows per fp32 log-softmax / top-k chunk
     # Scoring (log-probs, top-k): when every row of a micro-batch starts with the same >= this many
     # tokens (a teacher's context, a long shared system prompt), that prefix runs once and each row's
-    # rest runs against its repeated KV cache. 0: off. Needs tp = cp = 1; skipped with compile_decoder_layers.
-    logprob_shared_prefix_min_tokens: int = field(default=64, metadata={"ge": 0})
+    # rest runs against its KV cache (read, never copied per row): P + B(T - P) positions instead of B·T,
+    # for one extra forward per micro-batch (launches, and FSDP2's gathers). 0: off. Needs tp = cp = 1;
+    # skipped with compile_decoder_layers.
+    logprob_shared_prefix_min_tokens: int = field(default=128, metadata={"ge": 0})
     # torch.compile each decoder layer's forward (fused elementwise kernels, fewer launches; the first
     # micro-batch of each new shape pays a compile). Not with context parallelism.
     compile_decoder_layers: bool = False
