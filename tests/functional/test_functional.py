@@ -26,7 +26,8 @@ NON_COLOCATED = ["cluster.colocated=false", "cluster.cpu_slots_per_node=2", "clu
     [("distillation.sh", []), ("context_distillation.sh", []), ("distillation.sh", NON_COLOCATED), ("grpo.sh", []),
      ("grpo.sh", ["grpo.context_distillation.use_full_reward_baseline=false", "grpo.context_distillation.teacher_tau=0.1",
                   "loss_fn.loss_type=dr_grpo", "loss_fn.beta=0.01", "grpo.context_distillation.eval_baseline=true",
-                  "grpo.context_distillation.context='Answer with the number only. '"]),
+                  "grpo.context_distillation.context='Answer with the number only. '",
+                  "teacher.logprob_shared_prefix_min_tokens=8"]),  # the short context: scored once per micro-batch
      ("sft.sh", [])],
     ids=["distillation", "context_distillation", "distillation-non-colocated", "grpo", "grpo-token-level-teacher-reference",
          "sft"],
