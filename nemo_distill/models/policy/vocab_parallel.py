@@ -40,3 +40,16 @@ def topk_over_vocab_shards(local_logits: torch.Tensor, k: int, tp_group) -> tupl
     candidate_ids = all_gather_cat(indices, tp_group, dim=-1)
     top_values, positions = torch.topk(candidate_values, k, dim=-1)
     return top_values, torch.gather(candidate_ids, -1, positions)
+
+
+def chunked_topk_over_vocab_shards(local_logits: torch.Tensor, k: int, temperature: float, chunk_size: int,
+                                   tp_group) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`topk_over_vocab_shards` of ``local_logits [B, T, V or V/tp] / temperature``, ``chunk_size``
+    rows at a time (fp32 per chunk only): ``([B, T, k] fp32 values, [B, T, k] int64 global ids)``."""
+    values, indices = [], []
+    for start in range(0, local_logits.shape[1], chunk_size):
+        chunk = local_logits[:, start : start + chunk_size].float() / temperature
+        top_values, top_indices = topk_over_vocab_shards(chunk, k, tp_group)
+        values.append(top_values)
+        indices.append(top_indices)
+    return torch.cat(values, dim=1), torch.cat(indices, dim=1)

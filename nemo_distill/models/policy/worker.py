@@ -37,7 +37,7 @@ from nemo_distill.models.policy.logprobs import head_token_logprobs, head_topk, 
 from nemo_distill.models.policy.lora import apply_lora, lora_scale
 from nemo_distill.models.policy.lr_schedule import lr_multiplier
 from nemo_distill.models.policy.parallel import apply_fsdp2, apply_tensor_parallel, build_mesh, sum_head_local_grads
-from nemo_distill.models.policy.vocab_parallel import gather_vocab_shards, topk_over_vocab_shards
+from nemo_distill.models.policy.vocab_parallel import chunked_topk_over_vocab_shards, gather_vocab_shards
 from nemo_distill.models.policy.weight_export import WeightExportMixin
 from nemo_distill.utils.cpu_threads import configure_cpu_threads
 
@@ -147,7 +147,7 @@ class PolicyWorker(WeightExportMixin):
         self.chunked_head = self.layout.tp_size == 1 and self.layout.cp_size == 1
         # ... and runs a prefix all rows share once (head_scoring.score_with_shared_prefix), except with
         # compiled layers (traced without a KV cache) or after a model returned no usable cache.
-        self.share_prefix = not cfg.compile_decoder_layers
+        self.share_prefix, self.shared_prefix_logged = not cfg.compile_decoder_layers, False
         self._full_logits_reasons_logged: set[str] = set()  # why training used full logits despite train_head_chunk_rows
         self._transfer_buffer: torch.Tensor | None = None  # packed refit bucket (GPU transports), reused
         self._transfer_group = None  # rank 0's process group with the generation workers (broadcast refit)
@@ -199,6 +199,9 @@ class PolicyWorker(WeightExportMixin):
             dist.all_reduce(every_rank, op=dist.ReduceOp.MIN)
             prefix_len = prefix_len if every_rank.item() else 0
         if prefix_len >= min_tokens > 0:
+            if not self.shared_prefix_logged:
+                self.shared_prefix_logged = True
+                log.info("scoring runs the %d tokens every row shares once per micro-batch of %d", prefix_len, batch.size)
             try:
                 return score_with_shared_prefix(self.model, batch.input_ids, batch.attention_mask, prefix_len, score)
             except ChunkedHeadUnsupported as error:
@@ -368,7 +371,8 @@ class PolicyWorker(WeightExportMixin):
             top = self._score_with_chunked_head(trimmed, lambda hidden, head, input_ids: head_topk(
                 hidden, head, k, self.cfg.logprob_chunk_size, temperature=temperature, vocab_size=vocab_size))
             if top is None:
-                top = self._full_logits_topk(trimmed, k, temperature, tp_group)
+                top = chunked_topk_over_vocab_shards(self._forward_local_logits(trimmed), k, temperature,
+                                                     self.cfg.logprob_chunk_size, tp_group)
             valid = trimmed.attention_mask.bool().unsqueeze(-1)
             chunk_values = torch.where(valid, top[0], 0.0)
             chunk_indices = torch.where(valid, top[1], 0)
@@ -376,17 +380,6 @@ class PolicyWorker(WeightExportMixin):
             indices.append(_pad_rows(chunk_indices, batch.seq_len).cpu())
         self.model.train(self.trainable)
         return TopkLogits(values=torch.cat(values), indices=torch.cat(indices).long())
-
-    def _full_logits_topk(self, batch: TokenBatch, k: int, temperature: float, tp_group) -> tuple[torch.Tensor, torch.Tensor]:
-        """Top-k from the full (under TP: vocab-sharded) logits, ``logprob_chunk_size`` fp32 rows at a time."""
-        logits = self._forward_local_logits(batch)
-        row_values, row_indices = [], []
-        for start in range(0, logits.shape[1], self.cfg.logprob_chunk_size):
-            chunk = logits[:, start : start + self.cfg.logprob_chunk_size].float() / temperature
-            top_values, top_indices = topk_over_vocab_shards(chunk, k, tp_group)
-            row_values.append(top_values)
-            row_indices.append(top_indices)
-        return torch.cat(row_values, dim=1), torch.cat(row_indices, dim=1)
 
     # ------------------------------------------------------------------ checkpoints and weights
     def save_checkpoint(self, path: str, *, save_optimizer: bool = True) -> None:
