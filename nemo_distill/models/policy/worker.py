@@ -147,7 +147,7 @@ class PolicyWorker(WeightExportMixin):
         self.chunked_head = self.layout.tp_size == 1 and self.layout.cp_size == 1
         # ... and runs a prefix all rows share once (head_scoring.score_with_shared_prefix), except with
         # compiled layers (traced without a KV cache) or after a model returned no usable cache.
-        self.share_prefix, self.shared_prefix_logged = not cfg.compile_decoder_layers, False
+        self.share_prefix = not cfg.compile_decoder_layers
         self._full_logits_reasons_logged: set[str] = set()  # why training used full logits despite train_head_chunk_rows
         self._transfer_buffer: torch.Tensor | None = None  # packed refit bucket (GPU transports), reused
         self._transfer_group = None  # rank 0's process group with the generation workers (broadcast refit)
@@ -199,9 +199,6 @@ class PolicyWorker(WeightExportMixin):
             dist.all_reduce(every_rank, op=dist.ReduceOp.MIN)
             prefix_len = prefix_len if every_rank.item() else 0
         if prefix_len >= min_tokens > 0:
-            if not self.shared_prefix_logged:
-                self.shared_prefix_logged = True
-                log.info("scoring runs the %d tokens every row shares once per micro-batch of %d", prefix_len, batch.size)
             try:
                 return score_with_shared_prefix(self.model, batch.input_ids, batch.attention_mask, prefix_len, score)
             except ChunkedHeadUnsupported as error:
