@@ -192,13 +192,15 @@ class PolicyWorker(WeightExportMixin):
             return None
         # A prefix of at least logprob_shared_prefix_min_tokens that every row shares runs once. FSDP2
         # ranks all-gather each layer in every forward, so they all take the two-forward path or none does.
-        min_tokens = self.cfg.logprob_shared_prefix_min_tokens if self.share_prefix else 0
-        prefix_len = shared_prefix_length(batch.input_ids, batch.attention_mask) if min_tokens else 0
-        if self.cfg.dtensor_cfg.enabled and dist.get_world_size() > 1 and self.cfg.logprob_shared_prefix_min_tokens:
-            every_rank = torch.tensor([int(prefix_len >= min_tokens > 0)], device=self.device)
+        min_tokens, prefix_len = self.cfg.logprob_shared_prefix_min_tokens, 0
+        if min_tokens and self.share_prefix:
+            prefix_len = shared_prefix_length(batch.input_ids, batch.attention_mask)
+            prefix_len = prefix_len if prefix_len >= min_tokens else 0
+        if min_tokens and self.cfg.dtensor_cfg.enabled and dist.get_world_size() > 1:
+            every_rank = torch.tensor([int(prefix_len > 0)], device=self.device)
             dist.all_reduce(every_rank, op=dist.ReduceOp.MIN)
             prefix_len = prefix_len if every_rank.item() else 0
-        if prefix_len >= min_tokens > 0:
+        if prefix_len:
             try:
                 return score_with_shared_prefix(self.model, batch.input_ids, batch.attention_mask, prefix_len, score)
             except ChunkedHeadUnsupported as error:
