@@ -1,4 +1,4 @@
-"""Profile the two model phases of a distillation step outside Ray: the teacher's top-k and the train step.
+"""Profile the model phases of a distillation step outside Ray: generation, the teacher's top-k, the train step.
 
     python benchmarks/profile_step.py --tokenizer .tok --out results/profile_step           # one GPU
     python benchmarks/profile_step.py --device cpu --shape tiny --prompts 4 --micro-batch 2 \
@@ -8,11 +8,17 @@ Builds Qwen3-shaped random student and teacher (``qwen3_shapes.py``), the recipe
 sections (default ``my-distillation-1n4g.yaml``: FSDP2 student with fp32 master weights and bf16
 compute, bf16 teacher), and one batch of ``prompts`` rows of ``prompt_len + new_tokens`` random
 tokens whose last ``new_tokens`` are the loss targets (the shape of issue 16's benchmark: 64 x
-(128 + 256), micro-batch 16). Each phase runs once to warm up, then once under ``torch.profiler``.
-Per phase the script prints and writes to ``<out>/profile_step.json``: seconds, tokens/s (all
-``prompts x (prompt_len + new_tokens)`` tokens the phase reads), the peak memory the phase added above
-what was allocated before it, and the profiler's top operators (``<out>/<phase>_ops.txt``). The two
-roles live in one process here, so each peak is the phase's own increment, not a role's total.
+(128 + 256), micro-batch 16). Each phase runs once to warm up, then once timed, then once under
+``torch.profiler``. Per phase the script prints and writes to ``<out>/profile_step.json``: seconds,
+tokens/s, the peak memory the phase added above what was allocated before it, and the profiler's
+top operators (``<out>/<phase>_ops.txt``). The roles live in one process here, so each peak is the
+phase's own increment, not a role's total.
+
+Which tokens a tokens/s counts: ``teacher_topk`` and ``train`` count all ``prompts x (prompt_len +
+new_tokens)`` tokens they read; ``generation`` (the recipe's ``policy.generation`` section, the HF
+backend, ``max_new_tokens = new_tokens``, one sample per random prompt) counts the tokens it
+generated, and also reports milliseconds per decode step (seconds / the longest response).
+``--phases`` picks a subset.
 """
 
 from __future__ import annotations
@@ -80,6 +86,29 @@ def profile_phase(name: str, run, device: torch.device, out: Path, row_limit: in
     return {"phase": name, "seconds": seconds, "peak_added_gib": peak_added, "ops_file": f"{name}_ops.txt", "ops_table": table}
 
 
+PHASES = ("generation", "teacher_topk", "train")
+
+
+def generation_runner(cfg, model_dir: str, prompts: torch.Tensor, new_tokens: int):
+    """``(run, stats)``: ``run()`` samples one response per row of ``prompts`` with the HF backend;
+    ``stats`` holds the last call's generated-token count and longest response."""
+    from dataclasses import replace
+
+    from nemo_distill.models.generation.hf_backend import HFGenerationWorker
+    from nemo_distill.models.generation.interfaces import GenerationRequest, SamplingParams
+
+    generation_cfg = replace(cfg.policy.generation, max_new_tokens=new_tokens, max_batch_size=max(cfg.policy.generation.max_batch_size, len(prompts)))
+    worker = HFGenerationWorker(model_dir, generation_cfg, precision=cfg.policy.precision, tokenizer_cfg=cfg.policy.tokenizer)
+    request = GenerationRequest(prompt_token_ids=prompts.tolist(), sampling=SamplingParams.from_config(generation_cfg, n=1))
+    stats = {"tokens": 0, "longest": 0}
+
+    def run() -> None:
+        lengths = [len(sample.response_token_ids) for sample in worker.generate(request).samples]
+        stats.update(tokens=sum(lengths), longest=max(lengths))
+
+    return run, stats
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
@@ -92,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--teacher-batch", type=int, default=32, help="teacher.logprob_batch_size")
     parser.add_argument("--tokenizer", default=None, help="tokenizer folder (default: the embedded SmolLM2 one)")
     parser.add_argument("--override", nargs="*", default=[], help="extra config overrides (KEY=VALUE)")
+    parser.add_argument("--phases", nargs="+", default=list(PHASES), choices=list(PHASES), help="which phases to profile")
     parser.add_argument("--out", default="results/profile_step")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -114,39 +144,52 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
     from nemo_distill.models.policy.worker import PolicyWorker
 
-    student = PolicyWorker(cfg.policy, total_steps=10)
-    teacher = PolicyWorker(cfg.teacher, trainable=False)
-    vocab_size = student.model.get_output_embeddings().weight.shape[0]
+    vocab_size = json.loads((Path(student_dir) / "config.json").read_text())["vocab_size"]
     batch = random_batch(args.prompts, args.prompt_len, args.new_tokens, vocab_size)
-    k = cfg.distillation.topk_logits_k
-    topk = teacher.get_topk_logits(batch, k)
-    train_batch = TokenBatch(input_ids=batch.input_ids, attention_mask=batch.attention_mask, loss_mask=batch.loss_mask,
-                             sample_mask=batch.sample_mask,
-                             extras={TEACHER_TOPK_LOGITS: topk.values, TEACHER_TOPK_INDICES: topk.indices})
-    loss_fn = TopkDistillationLoss(cfg.loss_fn.kl_type, cfg.loss_fn.mixed_kl_weight, cfg.loss_fn.zero_outside_topk)
-    device = student.device
+    device = torch.device("cuda", torch.cuda.current_device()) if args.device == "cuda" else torch.device("cpu")
     tokens = args.prompts * seq_len
     params = count_parameters(student_dir)
-    rows = [profile_phase("teacher_topk", lambda: teacher.get_topk_logits(batch, k), device, out),
-            profile_phase("train", lambda: student.train(train_batch, loss_fn), device, out)]
-    for row in rows:
-        row["tokens_per_sec"] = tokens / row["seconds"]
-    rows[1]["mfu"] = 6 * params * tokens / rows[1]["seconds"] / PEAK_BF16_FLOPS
+    k = cfg.distillation.topk_logits_k
+    rows, workers = [], []
+    if "generation" in args.phases:  # first: the policy workers' memory is not yet allocated
+        generate, generated = generation_runner(cfg, student_dir, batch.input_ids[:, : args.prompt_len], args.new_tokens)
+        row = profile_phase("generation", generate, device, out)
+        row.update(tokens_per_sec=generated["tokens"] / row["seconds"], generated_tokens=generated["tokens"],
+                   decode_step_ms=1000 * row["seconds"] / max(1, generated["longest"]))
+        rows.append(row)
+    if "teacher_topk" in args.phases or "train" in args.phases:
+        teacher = PolicyWorker(cfg.teacher, trainable=False)
+        workers.append(teacher)
+    if "teacher_topk" in args.phases:
+        rows.append(profile_phase("teacher_topk", lambda: teacher.get_topk_logits(batch, k), device, out))
+        rows[-1]["tokens_per_sec"] = tokens / rows[-1]["seconds"]
+    if "train" in args.phases:
+        topk = teacher.get_topk_logits(batch, k)
+        train_batch = TokenBatch(input_ids=batch.input_ids, attention_mask=batch.attention_mask, loss_mask=batch.loss_mask,
+                                 sample_mask=batch.sample_mask,
+                                 extras={TEACHER_TOPK_LOGITS: topk.values, TEACHER_TOPK_INDICES: topk.indices})
+        loss_fn = TopkDistillationLoss(cfg.loss_fn.kl_type, cfg.loss_fn.mixed_kl_weight, cfg.loss_fn.zero_outside_topk)
+        student = PolicyWorker(cfg.policy, total_steps=10)
+        workers.append(student)
+        rows.append(profile_phase("train", lambda: student.train(train_batch, loss_fn), device, out))
+        rows[-1]["tokens_per_sec"] = tokens / rows[-1]["seconds"]
+        rows[-1]["mfu"] = 6 * params * tokens / rows[-1]["seconds"] / PEAK_BF16_FLOPS
     setting = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "shape": args.shape, "params": params,
                "batch": f"{args.prompts} x ({args.prompt_len} + {args.new_tokens}) tokens", "micro_batch": args.micro_batch,
                "teacher_batch": args.teacher_batch, "topk": k, "recipe": args.recipe, "overrides": args.override,
-               "tokens_counted": "all prompt + response tokens of the batch"}
+               "tokens_counted": "generation: generated tokens; teacher_topk, train: all prompt + response tokens of the batch"}
     print(f"setting: {json.dumps(setting)}")
-    print(f"{'phase':14} {'seconds':>8} {'tokens/s':>10} {'peak +GiB':>10} {'MFU':>6}")
+    print(f"{'phase':14} {'seconds':>8} {'tokens/s':>10} {'peak +GiB':>10} {'MFU':>6} {'ms/decode step':>15}")
     for row in rows:
         peak = "-" if row["peak_added_gib"] is None else f"{row['peak_added_gib']:.2f}"
         mfu = f"{row['mfu']:.1%}" if "mfu" in row else ""
-        print(f"{row['phase']:14} {row['seconds']:8.3f} {row['tokens_per_sec']:10.0f} {peak:>10} {mfu:>6}")
+        step_ms = f"{row['decode_step_ms']:.2f}" if "decode_step_ms" in row else ""
+        print(f"{row['phase']:14} {row['seconds']:8.3f} {row['tokens_per_sec']:10.0f} {peak:>10} {mfu:>6} {step_ms:>15}")
     for row in rows:
         print(f"\n== {row['phase']}: top operators ({row['ops_file']})\n{row.pop('ops_table')}")
     (out / "profile_step.json").write_text(json.dumps({"setting": setting, "phases": rows}, indent=2))
-    student.shutdown()
-    teacher.shutdown()
+    for worker in workers:
+        worker.shutdown()
     return 0
 
 

@@ -29,9 +29,24 @@ def test_cpu_smoke_run(tmp_path, tokenizer_cli_args):
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     report = json.loads((tmp_path / "profile_step.json").read_text())
     phases = {row["phase"]: row for row in report["phases"]}
-    assert set(phases) == {"teacher_topk", "train"}
+    assert set(phases) == {"generation", "teacher_topk", "train"}
     for name, row in phases.items():
-        assert row["seconds"] > 0 and row["tokens_per_sec"] == pytest.approx(4 * 24 / row["seconds"])
+        tokens = row["generated_tokens"] if name == "generation" else 4 * 24
+        assert row["seconds"] > 0 and row["tokens_per_sec"] == pytest.approx(tokens / row["seconds"])
         assert "Name" in (tmp_path / row["ops_file"]).read_text(), name
+    generation = phases["generation"]
+    assert 4 <= generation["generated_tokens"] <= 4 * 8  # one response per prompt, at most new_tokens each
+    assert generation["decode_step_ms"] >= 1000 * generation["seconds"] / 8
     assert 0 < phases["train"]["mfu"] < 1
     assert "== train: top operators" in result.stdout
+
+
+@pytest.mark.slow
+def test_cpu_smoke_run_of_one_phase(tmp_path, tokenizer_cli_args):
+    command = [sys.executable, str(REPO / "benchmarks" / "profile_step.py"), "--device", "cpu", "--shape", "tiny", "--prompts", "2",
+               "--micro-batch", "2", "--prompt-len", "8", "--new-tokens", "4", "--phases", "generation", "--out", str(tmp_path)]
+    result = subprocess.run(command + tokenizer_cli_args, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    report = json.loads((tmp_path / "profile_step.json").read_text())
+    assert [row["phase"] for row in report["phases"]] == ["generation"]
+    assert not (tmp_path / "train_ops.txt").exists()
