@@ -25,6 +25,7 @@ from nemo_distill.config.errors import UserError
 from nemo_distill.config.loader import load_config
 from nemo_distill.config.overrides import apply_overrides
 from nemo_distill.config.schema import to_dictconfig, validate, with_schema_defaults
+from nemo_distill.utils.logging_setup import configure_logging
 
 T = TypeVar("T")
 
@@ -88,8 +89,10 @@ def run_main(main: Callable[[], int | None]) -> int:
     """Run an entry point's ``main()`` and turn a user mistake into ``error: ...`` on stderr and exit code 2.
 
     Use as ``sys.exit(run_main(main))``. Other exceptions propagate with their traceback (bugs).
+    The library's log messages are switched on first (``NEMO_DISTILL_LOG_LEVEL``, default INFO).
     """
     try:
+        configure_logging()
         return main() or 0
     except BaseException as err:
         if not is_user_error(err):

@@ -54,6 +54,7 @@ from typing import Any, Callable
 
 from nemo_distill.distributed.config import Role
 from nemo_distill.distributed.virtual_cluster import RayVirtualCluster
+from nemo_distill.utils.logging_setup import LOG_LEVEL_ENV, configure_logging
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +142,7 @@ class WorkerHost:
     def construct(self, env: dict[str, str], worker_cls: type, worker_kwargs: dict[str, Any]) -> int:
         """Build the worker object with the rank environment in place; return this process's pid."""
         os.environ.update(env)
+        configure_logging()
         self._test_kill = parse_test_kill(os.environ.get(TEST_KILL_ENV, ""), os.environ.get("NEMO_DISTILL_ROLE", ""),
                                           int(os.environ.get("RANK", "-1")))
         self.worker = worker_cls(**worker_kwargs)
@@ -246,7 +248,9 @@ class RayWorkerGroup:
         if not slots:
             raise ValueError(f"role '{role}' has no slots in this cluster (check cluster.{role}_gpu_ids)")
         self.world_size = len(slots)
-        base_env = {**(env_vars or {}), "NEMO_DISTILL_ROLE": role}
+        # the driver's log level travels explicitly: on a Slurm cluster the actors do not inherit its environment
+        forwarded = {LOG_LEVEL_ENV: os.environ[LOG_LEVEL_ENV]} if LOG_LEVEL_ENV in os.environ else {}
+        base_env = {**forwarded, **(env_vars or {}), "NEMO_DISTILL_ROLE": role}
         if not cluster.uses_gpus:
             # CPU mode means CPU even on a GPU machine: Ray leaves a worker that asked for no GPU
             # with every GPU visible, and torch would pick one up.

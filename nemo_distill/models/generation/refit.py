@@ -102,7 +102,7 @@ class WeightRefitter:
                 # A name the generation model lacks (or one it would miss) fails here, before any byte moves.
                 self.generation.workers.call_all("check_weight_names", [n for layout in self._layouts for n in layout.names])
             stats = self._refit_cuda_ipc() if self.transport == "cuda_ipc" else self._refit_broadcast()
-        log.info("refit (%s): %d tensors (%.1f MiB) in %d bucket(s) in %.2f s", self.transport, stats.num_tensors,
+        log.debug("refit (%s): %d tensors (%.1f MiB) in %d bucket(s) in %.2f s", self.transport, stats.num_tensors,
                  stats.num_bytes / MIB, stats.num_buckets, time.perf_counter() - started)
         return stats
 
