@@ -42,6 +42,11 @@ class GenerationConfig:
     # and it compiles once. The first call pays the compile time.
     hf_static_cache: bool = False
     static_cache_pad_to: int = field(default=64, metadata={"ge": 1})
+    # hf: who runs the token loop. generate: transformers' model.generate. loop: our own loop over a static KV
+    # cache (generation/static_decode.py): the decode step compiled once on GPU (CUDA graphs) and the host
+    # asking "all rows finished?" only every 16 steps instead of every token. Same responses given the same
+    # draws (greedy: identical); the random draws themselves differ from generate's. Pads like hf_static_cache.
+    hf_sampler: Literal["generate", "loop"] = "generate"
     refit_bucket_mb: int = field(default=512, metadata={"ge": 1})  # policy -> generation weight transfer bucket size
     # How refit moves the buckets: auto = cuda_ipc on colocated GPUs, else broadcast (NCCL on GPU, gloo
     # on CPU); object_store only when asked for. See generation/refit.py.

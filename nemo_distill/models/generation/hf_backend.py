@@ -22,6 +22,10 @@ The model's own ``generation_config`` (a hub model may ship e.g. ``repetition_pe
 compiles the decode step on GPU. Compiled code is only fast when shapes repeat, so then every
 chunk is padded to the same number of rows (copies of its last prompt, whose outputs are
 dropped) and prompts are left-padded to a multiple of ``static_cache_pad_to`` tokens.
+
+``policy.generation.hf_sampler: loop`` replaces ``generate`` by our own token loop over a static
+cache (:mod:`~nemo_distill.models.generation.static_decode`; same padding, same processors, same
+response cutting), which keeps the host from waiting on the GPU at every token.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from nemo_distill.models.generation.interfaces import (
     SamplingParams,
     WeightUpdateStats,
 )
+from nemo_distill.models.generation.static_decode import StaticCacheSampler
 from nemo_distill.models.generation.weight_transfer import WeightReceiver, tensor_nbytes
 from nemo_distill.models.loading import TokenizerConfig, load_causal_lm, load_tokenizer, resolve_dtype
 from nemo_distill.utils.cpu_threads import configure_cpu_threads
@@ -169,6 +174,7 @@ class HFGenerationWorker(WeightReceiver):
         self.num_generate_calls = 0
         self.is_asleep = False
         self.lifecycle_events: list[str] = []  # "sleep" / "wake_up" / "auto_wake_up", in call order
+        self._static_sampler: StaticCacheSampler | None = None  # hf_sampler: loop, built on first use
 
     def _eos_token_ids(self) -> set[int]:
         """EOS ids from the model's generation config (may be a list) plus the tokenizer's."""
@@ -220,38 +226,19 @@ class HFGenerationWorker(WeightReceiver):
 
     @torch.inference_mode()
     def _generate_chunk(self, prompts: list[list[int]], sampling: SamplingParams) -> list[GeneratedSample]:
-        from transformers import GenerationConfig as HFGenerationConfig
-        from transformers import LogitsProcessorList
-
         # HF refuses num_return_sequences > 1 for greedy search; greedy samples are identical anyway.
         rows_per_prompt = 1 if sampling.is_greedy else sampling.n
         num_prompts = len(prompts)
-        static = self.cfg.hf_static_cache
+        static = self.cfg.hf_static_cache or self.cfg.hf_sampler == "loop"
         if static:  # one shape for every chunk: full chunks of rows, prompt lengths rounded up
             prompts = prompts + [prompts[-1]] * (max(1, self.cfg.max_batch_size // rows_per_prompt) - num_prompts)
         input_ids, attention_mask = left_pad(prompts, self.pad_token_id, multiple_of=self.cfg.static_cache_pad_to if static else 1)
-        sampling_kwargs = {} if sampling.is_greedy else {"temperature": 1.0, "top_k": 0, "top_p": 1.0}  # ours apply them
-        generation_config = HFGenerationConfig(
-            max_new_tokens=sampling.max_new_tokens,
-            do_sample=not sampling.is_greedy,
-            num_return_sequences=rows_per_prompt,
-            eos_token_id=sorted(self.eos_token_ids),
-            pad_token_id=self.pad_token_id,
-            stop_strings=sampling.stop_strings,
-            cache_implementation="static" if static else None,
-            **sampling_kwargs,
-        )
-        recorder = RawLogprobRecorder()
-        sequences = self.model.generate(
-            input_ids=input_ids.to(self.device),
-            attention_mask=attention_mask.to(self.device),
-            generation_config=generation_config,
-            logits_processor=LogitsProcessorList([recorder, *sampling_processors(sampling)]),
-            tokenizer=self.tokenizer if sampling.stop_strings else None,
-        )
-        generated = sequences[:, input_ids.shape[1] :]
-        kept_rows = num_prompts * rows_per_prompt  # static cache: the padding rows are dropped here
-        logprobs = recorder.finish(generated)[:kept_rows]
+        if self.cfg.hf_sampler == "loop":
+            generated, logprobs = self._sample_with_own_loop(input_ids, attention_mask, sampling, rows_per_prompt)
+        else:
+            generated, logprobs = self._sample_with_generate(input_ids, attention_mask, sampling, rows_per_prompt)
+        kept_rows = num_prompts * rows_per_prompt  # static shapes: the padding rows are dropped here
+        logprobs = logprobs[:kept_rows].cpu()
         generated = generated[:kept_rows].cpu()
         samples = []
         for row in range(generated.shape[0]):
@@ -265,6 +252,46 @@ class HFGenerationWorker(WeightReceiver):
             for _ in range(sampling.n if sampling.is_greedy else 1):
                 samples.append(GeneratedSample(row // rows_per_prompt, list(tokens), list(token_logprobs), text, reason))
         return samples
+
+    def _sample_with_generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, sampling: SamplingParams,
+                              rows_per_prompt: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(tokens, logprobs)`` ``[prompts x rows_per_prompt, G]`` from transformers' ``generate``."""
+        from transformers import GenerationConfig as HFGenerationConfig
+        from transformers import LogitsProcessorList
+
+        sampling_kwargs = {} if sampling.is_greedy else {"temperature": 1.0, "top_k": 0, "top_p": 1.0}  # ours apply them
+        generation_config = HFGenerationConfig(
+            max_new_tokens=sampling.max_new_tokens,
+            do_sample=not sampling.is_greedy,
+            num_return_sequences=rows_per_prompt,
+            eos_token_id=sorted(self.eos_token_ids),
+            pad_token_id=self.pad_token_id,
+            stop_strings=sampling.stop_strings,
+            cache_implementation="static" if self.cfg.hf_static_cache else None,
+            **sampling_kwargs,
+        )
+        recorder = RawLogprobRecorder()
+        sequences = self.model.generate(
+            input_ids=input_ids.to(self.device),
+            attention_mask=attention_mask.to(self.device),
+            generation_config=generation_config,
+            logits_processor=LogitsProcessorList([recorder, *sampling_processors(sampling)]),
+            tokenizer=self.tokenizer if sampling.stop_strings else None,
+        )
+        generated = sequences[:, input_ids.shape[1] :]
+        return generated, recorder.finish(generated)
+
+    def _sample_with_own_loop(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, sampling: SamplingParams,
+                              rows_per_prompt: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(tokens, logprobs)`` ``[prompts x rows_per_prompt, G]`` from :class:`StaticCacheSampler`."""
+        if self._static_sampler is None:
+            self._static_sampler = StaticCacheSampler(self.model, compile_decode=self.device.type == "cuda")
+        return self._static_sampler.sample(
+            input_ids.repeat_interleave(rows_per_prompt, dim=0).to(self.device),
+            attention_mask.repeat_interleave(rows_per_prompt, dim=0).to(self.device),
+            max_new_tokens=sampling.max_new_tokens, greedy=sampling.is_greedy, processors=sampling_processors(sampling),
+            eos_token_ids=sorted(self.eos_token_ids), pad_token_id=self.pad_token_id,
+        )
 
     # -- weights ---------------------------------------------------------------------------
 

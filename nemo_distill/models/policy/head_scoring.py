@@ -30,11 +30,12 @@ after forward (FSDP2's default for the root), so the recompute in backward finds
 
 from __future__ import annotations
 
-import inspect
 from typing import Callable, TypeVar
 
 import torch
 from torch.utils.checkpoint import checkpoint
+
+from nemo_distill.models.kv_cache import cache_keyword
 
 Result = TypeVar("Result")
 
@@ -195,18 +196,11 @@ def _join_columns(prefix, tail, batch_size: int):
 
 
 def _cache_keyword(model: torch.nn.Module) -> str:
-    """The KV cache's name in the HF forward's arguments and output: ``cache`` from transformers 5.2x
-    on, ``past_key_values`` before; read from the HF model itself, not from a wrapper such as peft's."""
-    from transformers import PreTrainedModel
-
-    for module in model.modules():
-        if not isinstance(module, PreTrainedModel):
-            continue
-        parameters = inspect.signature(module.forward).parameters
-        for name in ("cache", "past_key_values"):
-            if name in parameters:
-                return name
-    raise ChunkedHeadUnsupported(f"{type(model).__name__}.forward takes no KV cache argument")
+    """:func:`~nemo_distill.models.kv_cache.cache_keyword`, a model without a KV cache refused as unsupported."""
+    try:
+        return cache_keyword(model)
+    except TypeError as err:
+        raise ChunkedHeadUnsupported(str(err)) from err
 
 
 def _forward_with_head_hook(model, input_ids, attention_mask, score, **forward_kwargs):
