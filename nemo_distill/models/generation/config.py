@@ -45,7 +45,8 @@ class GenerationConfig:
     # hf: who runs the token loop. generate: transformers' model.generate. loop: our own loop over a static KV
     # cache (generation/static_decode.py): the decode step compiled once on GPU (CUDA graphs) and the host
     # asking "all rows finished?" only every 16 steps instead of every token. Same responses given the same
-    # draws (greedy: identical); the random draws themselves differ from generate's. Pads like hf_static_cache.
+    # draws (greedy: identical); the random draws themselves differ from generate's. On GPU it pads like
+    # hf_static_cache (one compiled shape); on CPU it runs eagerly without padding.
     hf_sampler: Literal["generate", "loop"] = "generate"
     refit_bucket_mb: int = field(default=512, metadata={"ge": 1})  # policy -> generation weight transfer bucket size
     # How refit moves the buckets: auto = cuda_ipc on colocated GPUs, else broadcast (NCCL on GPU, gloo

@@ -229,8 +229,9 @@ class HFGenerationWorker(WeightReceiver):
         # HF refuses num_return_sequences > 1 for greedy search; greedy samples are identical anyway.
         rows_per_prompt = 1 if sampling.is_greedy else sampling.n
         num_prompts = len(prompts)
-        static = self.cfg.hf_static_cache or self.cfg.hf_sampler == "loop"
-        if static:  # one shape for every chunk: full chunks of rows, prompt lengths rounded up
+        # compiled decode steps want one shape for every chunk: full chunks of rows, prompt lengths rounded up
+        static = self.cfg.hf_static_cache or (self.cfg.hf_sampler == "loop" and self.device.type == "cuda")
+        if static:
             prompts = prompts + [prompts[-1]] * (max(1, self.cfg.max_batch_size // rows_per_prompt) - num_prompts)
         input_ids, attention_mask = left_pad(prompts, self.pad_token_id, multiple_of=self.cfg.static_cache_pad_to if static else 1)
         if self.cfg.hf_sampler == "loop":

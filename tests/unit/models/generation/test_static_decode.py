@@ -4,6 +4,8 @@ on left-padded float64 models of two architectures, and inside HFGenerationWorke
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 
@@ -107,8 +109,9 @@ def test_bad_arguments(model64):
 @pytest.fixture(scope="module")
 def workers(tiny_model_dir):
     generate = HFGenerationWorker(tiny_model_dir, GenerationConfig(max_batch_size=4), precision="float32")
-    loop = HFGenerationWorker(tiny_model_dir, GenerationConfig(max_batch_size=4, hf_sampler="loop", static_cache_pad_to=16),
-                              precision="float32")
+    # hf_static_cache pads rows and prompt lengths on CPU too (the GPU's compiled shapes), so the padding is tested here
+    loop = HFGenerationWorker(tiny_model_dir, GenerationConfig(max_batch_size=4, hf_sampler="loop", hf_static_cache=True,
+                                                               static_cache_pad_to=16), precision="float32")
     texts = ["Hello there, how are", "The capital of France is a city called", "Hi"]
     return generate, loop, [generate.tokenizer.encode(text) for text in texts]
 
@@ -117,10 +120,12 @@ def run(worker, prompts, **sampling):
     return worker.generate(GenerationRequest(prompts, SamplingParams(**sampling))).samples
 
 
-def test_worker_loop_gives_generates_greedy_samples_with_padded_rows(workers):
-    generate, loop, prompts = workers
-    # 3 prompts x 2 in chunks of 4 rows: the second chunk holds one real prompt and a padding copy
-    for sampling in ({"temperature": 0.0, "n": 2}, {"temperature": 1.3, "n": 2, "top_k": 1, "seed": 5}):
+def test_worker_loop_gives_generates_greedy_samples_with_and_without_padding(tiny_model_dir, workers):
+    generate, padded_loop, prompts = workers
+    unpadded_loop = HFGenerationWorker(tiny_model_dir, GenerationConfig(max_batch_size=4, hf_sampler="loop"), precision="float32")
+    # 3 prompts x 2 in chunks of 4 rows: padded, the second chunk holds one real prompt and a padding copy
+    for loop, sampling in itertools.product([padded_loop, unpadded_loop],
+                                            ({"temperature": 0.0, "n": 2}, {"temperature": 1.3, "n": 2, "top_k": 1, "seed": 5})):
         expected = run(generate, prompts, max_new_tokens=6, **sampling)
         got = run(loop, prompts, max_new_tokens=6, **sampling)
         assert [(s.prompt_index, s.response_token_ids, s.finish_reason) for s in got] == \
