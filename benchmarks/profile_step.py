@@ -11,8 +11,9 @@ tokens whose last ``new_tokens`` are the loss targets (the shape of issue 16's b
 (128 + 256), micro-batch 16). Each phase runs once to warm up, then once timed, then once under
 ``torch.profiler``. Per phase the script prints and writes to ``<out>/profile_step.json``: seconds,
 tokens/s, the peak memory the phase added above what was allocated before it, and the profiler's
-top operators (``<out>/<phase>_ops.txt``). The roles live in one process here, so each peak is the
-phase's own increment, not a role's total.
+top operators (``<out>/<phase>_ops.txt``). The roles live in one process here, so the added peak is
+the phase's own increment; the total peak (``peak_total_gib``) is everything allocated in the process
+(for ``train``: the student's weights, gradients and AdamW states plus the teacher's bf16 weights).
 
 Which tokens a tokens/s counts: ``teacher_topk`` and ``train`` count all ``prompts x (prompt_len +
 new_tokens)`` tokens they read; ``generation`` (the recipe's ``policy.generation`` section, the HF
@@ -77,13 +78,14 @@ def profile_phase(name: str, run, device: torch.device, out: Path, row_limit: in
     sync()
     seconds = time.perf_counter() - started
     peak_added = (torch.cuda.max_memory_allocated() - before) / 2**30 if device.type == "cuda" else None
+    peak_total = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
     with torch.profiler.profile(activities=activities, profile_memory=False) as prof:
         run()
         sync()
     sort_by = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
     table = prof.key_averages().table(sort_by=sort_by, row_limit=row_limit, max_name_column_width=60)
     (out / f"{name}_ops.txt").write_text(table)
-    return {"phase": name, "seconds": seconds, "peak_added_gib": peak_added, "ops_file": f"{name}_ops.txt", "ops_table": table}
+    return {"phase": name, "seconds": seconds, "peak_added_gib": peak_added, "peak_total_gib": peak_total, "ops_file": f"{name}_ops.txt", "ops_table": table}
 
 
 PHASES = ("generation", "teacher_topk", "train")
@@ -179,12 +181,13 @@ def main(argv: list[str] | None = None) -> int:
                "teacher_batch": args.teacher_batch, "topk": k, "recipe": args.recipe, "overrides": args.override,
                "tokens_counted": "generation: generated tokens; teacher_topk, train: all prompt + response tokens of the batch"}
     print(f"setting: {json.dumps(setting)}")
-    print(f"{'phase':14} {'seconds':>8} {'tokens/s':>10} {'peak +GiB':>10} {'MFU':>6} {'ms/decode step':>15}")
+    print(f"{'phase':14} {'seconds':>8} {'tokens/s':>10} {'peak +GiB':>10} {'peak GiB':>9} {'MFU':>6} {'ms/decode step':>15}")
     for row in rows:
         peak = "-" if row["peak_added_gib"] is None else f"{row['peak_added_gib']:.2f}"
+        total = "-" if row["peak_total_gib"] is None else f"{row['peak_total_gib']:.2f}"
         mfu = f"{row['mfu']:.1%}" if "mfu" in row else ""
         step_ms = f"{row['decode_step_ms']:.2f}" if "decode_step_ms" in row else ""
-        print(f"{row['phase']:14} {row['seconds']:8.3f} {row['tokens_per_sec']:10.0f} {peak:>10} {mfu:>6} {step_ms:>15}")
+        print(f"{row['phase']:14} {row['seconds']:8.3f} {row['tokens_per_sec']:10.0f} {peak:>10} {total:>9} {mfu:>6} {step_ms:>15}")
     for row in rows:
         print(f"\n== {row['phase']}: top operators ({row['ops_file']})\n{row.pop('ops_table')}")
     (out / "profile_step.json").write_text(json.dumps({"setting": setting, "phases": rows}, indent=2))
