@@ -21,13 +21,19 @@ def test_random_batch_masks_the_prompt():
     assert batch.loss_mask[:, :5].sum() == 0 and batch.loss_mask[:, 5:].all() and batch.attention_mask.all()
 
 
+def run_cpu_smoke(out: Path, tokenizer_cli_args: list[str], *args: str) -> tuple[dict, str]:
+    """Run the script on CPU with tiny models; ``(profile_step.json, stdout)``."""
+    command = [sys.executable, str(REPO / "benchmarks" / "profile_step.py"), "--device", "cpu", "--shape", "tiny", *args,
+               "--out", str(out), *tokenizer_cli_args]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    return json.loads((out / "profile_step.json").read_text()), result.stdout
+
+
 @pytest.mark.slow
 def test_cpu_smoke_run(tmp_path, tokenizer_cli_args):
-    command = [sys.executable, str(REPO / "benchmarks" / "profile_step.py"), "--device", "cpu", "--shape", "tiny", "--prompts", "4",
-               "--micro-batch", "2", "--teacher-batch", "4", "--prompt-len", "16", "--new-tokens", "8", "--out", str(tmp_path)]
-    result = subprocess.run(command + tokenizer_cli_args, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    report = json.loads((tmp_path / "profile_step.json").read_text())
+    report, stdout = run_cpu_smoke(tmp_path, tokenizer_cli_args, "--prompts", "4", "--micro-batch", "2", "--teacher-batch", "4",
+                                   "--prompt-len", "16", "--new-tokens", "8")
     phases = {row["phase"]: row for row in report["phases"]}
     assert set(phases) == {"generation", "teacher_topk", "train"}
     for name, row in phases.items():
@@ -38,15 +44,12 @@ def test_cpu_smoke_run(tmp_path, tokenizer_cli_args):
     assert 4 <= generation["generated_tokens"] <= 4 * 8  # one response per prompt, at most new_tokens each
     assert generation["decode_step_ms"] >= 1000 * generation["seconds"] / 8
     assert 0 < phases["train"]["mfu"] < 1
-    assert "== train: top operators" in result.stdout
+    assert "== train: top operators" in stdout
 
 
 @pytest.mark.slow
 def test_cpu_smoke_run_of_one_phase(tmp_path, tokenizer_cli_args):
-    command = [sys.executable, str(REPO / "benchmarks" / "profile_step.py"), "--device", "cpu", "--shape", "tiny", "--prompts", "2",
-               "--micro-batch", "2", "--prompt-len", "8", "--new-tokens", "4", "--phases", "generation", "--out", str(tmp_path)]
-    result = subprocess.run(command + tokenizer_cli_args, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    report = json.loads((tmp_path / "profile_step.json").read_text())
+    report, _ = run_cpu_smoke(tmp_path, tokenizer_cli_args, "--prompts", "2", "--micro-batch", "2", "--prompt-len", "8",
+                              "--new-tokens", "4", "--phases", "generation")
     assert [row["phase"] for row in report["phases"]] == ["generation"]
     assert not (tmp_path / "train_ops.txt").exists()
