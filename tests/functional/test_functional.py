@@ -23,7 +23,9 @@ NON_COLOCATED = ["cluster.colocated=false", "cluster.cpu_slots_per_node=2", "clu
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "script, extra",
-    [("distillation.sh", []), ("context_distillation.sh", []), ("distillation.sh", NON_COLOCATED), ("grpo.sh", []),
+    [("distillation.sh", []), ("context_distillation.sh", []),
+     ("distillation.sh", [*NON_COLOCATED, "policy.generation.hf_sampler=loop"]),  # our token loop, refit by broadcast
+     ("grpo.sh", []),
      ("grpo.sh", ["grpo.context_distillation.use_full_reward_baseline=false", "grpo.context_distillation.teacher_tau=0.1",
                   "loss_fn.loss_type=dr_grpo", "loss_fn.beta=0.01", "grpo.context_distillation.eval_baseline=true",
                   "grpo.context_distillation.context='Answer with the number only. '",
