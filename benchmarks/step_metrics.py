@@ -10,7 +10,7 @@ Every figure says what it counts:
   ``params`` every parameter of the student (embeddings included, tied ones once) and ``peak`` the
   dense bf16 peak of an H100/H200 SXM, :data:`PEAK_BF16_FLOPS` (989 TFLOP/s).
 * ``teacher_bytes_per_token``: bytes the teacher's top-k sends to the trainer per sequence position,
-  ``k x (4 + 8)`` (fp32 values and int64 ids; padding positions are sent too).
+  ``k x (4 + 4)`` (fp32 values and int32 ids; padding positions are sent too).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 
 PEAK_BF16_FLOPS = 989e12  # H100 / H200 SXM dense bf16 (no sparsity)
 PHASES = ("refit", "generation", "teacher_topk", "policy_training", "total_step_time")
-TOPK_BYTES_PER_ENTRY = 4 + 8  # fp32 value + int64 token id
+TOPK_BYTES_PER_ENTRY = 4 + 4  # fp32 value + int32 token id
 
 
 def count_parameters(model_dir: str | Path) -> int:

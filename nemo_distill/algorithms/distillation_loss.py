@@ -17,7 +17,7 @@ from nemo_distill.data.batch import TokenBatch
 from nemo_distill.models.policy.interfaces import StepCounts
 
 TEACHER_TOPK_LOGITS = "teacher_topk_logits"  # [B, T, K] teacher logits / temperature, logits-row layout
-TEACHER_TOPK_INDICES = "teacher_topk_indices"  # [B, T, K] int64 global vocab ids, logits-row layout
+TEACHER_TOPK_INDICES = "teacher_topk_indices"  # [B, T, K] int32 global vocab ids (int64 accepted), logits-row layout
 TEACHER_ROW_MASK = "teacher_row_mask"  # [B, T] 1 where a teacher row was aligned to this student row
 
 
@@ -73,7 +73,7 @@ class TopkDistillationLoss:
         loss = topk_kl_loss(
             logits,
             batch.extras[TEACHER_TOPK_LOGITS][:, rows].to(logits.device),
-            batch.extras[TEACHER_TOPK_INDICES][:, rows].to(logits.device),
+            batch.extras[TEACHER_TOPK_INDICES][:, rows].to(device=logits.device, dtype=torch.long),  # gather wants int64
             mask.to(logits.device),
             kl_type=self.kl_type,
             mixed_kl_weight=self.mixed_kl_weight,

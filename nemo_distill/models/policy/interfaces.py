@@ -72,7 +72,8 @@ class TopkLogits:
     """The ``k`` largest logits per prediction row; row ``t`` describes the distribution over token ``t + 1``.
 
     ``values``: ``[B, T, K]`` fp32 raw logits divided by the temperature, descending along K (NOT log-probs).
-    ``indices``: ``[B, T, K]`` int64 global vocabulary ids. Rows past a sample's length hold the
+    ``indices``: ``[B, T, K]`` int32 global vocabulary ids (half the bytes of int64 on their way to the
+    trainer; a loss widens them to int64 for ``gather``). Rows past a sample's length hold the
     top-k of padding positions (meaningless; mask them with the batch's ``attention_mask``).
     """
 

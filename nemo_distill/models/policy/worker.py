@@ -378,7 +378,7 @@ class PolicyWorker(WeightExportMixin):
             values.append(_pad_rows(chunk_values, batch.seq_len).cpu())
             indices.append(_pad_rows(chunk_indices, batch.seq_len).cpu())
         self.model.train(self.trainable)
-        return TopkLogits(values=torch.cat(values), indices=torch.cat(indices).long())
+        return TopkLogits(values=torch.cat(values), indices=torch.cat(indices).to(torch.int32))
 
     # ------------------------------------------------------------------ checkpoints and weights
     def save_checkpoint(self, path: str, *, save_optimizer: bool = True) -> None:

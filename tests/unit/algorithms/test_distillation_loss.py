@@ -71,6 +71,24 @@ def test_loss_passes_its_temperature_to_the_kl():
     torch.testing.assert_close(loss, reference)
 
 
+@pytest.mark.parametrize("kl_type,zero", KL_CASES)
+def test_int32_teacher_ids_give_the_int64_loss_and_gradient(kl_type, zero):
+    # the teacher sends int32 ids (TopkLogits); the loss widens them for gather / scatter
+    logits = torch.randn(2, 6, 11, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    batch64 = _batch(torch.randn(2, 6, 11, dtype=torch.float64, generator=torch.Generator().manual_seed(5)), k=4, temperature=1.0)
+    batch32 = TokenBatch(**{**batch64.__dict__, "extras": {**batch64.extras, TEACHER_TOPK_INDICES: batch64.extras[TEACHER_TOPK_INDICES].int()}})
+    counts = StepCounts(tokens=float(prediction_row_mask(batch64).sum()), sequences=2.0, micro_batches=1)
+    loss_fn = TopkDistillationLoss(kl_type=kl_type, mixed_kl_weight=0.3, zero_outside_topk=zero)
+    results = []
+    for batch in (batch64, batch32):
+        student = logits.clone().requires_grad_(True)
+        loss, _ = loss_fn(student, batch, counts=counts)
+        loss.backward()
+        results.append((loss.detach(), student.grad))
+    assert batch32.extras[TEACHER_TOPK_INDICES].dtype == torch.int32 and results[0][0].item() > 0
+    torch.testing.assert_close(results[1], results[0], rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("bad", [0.0, -1.0])
 def test_loss_rejects_a_non_positive_temperature(bad):
     with pytest.raises(ValueError, match="temperature must be > 0.*or 1.0"):

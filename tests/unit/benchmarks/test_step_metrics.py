@@ -31,7 +31,7 @@ def test_summary_figures_by_hand():
     assert out["step_generated_tokens_per_s_per_gpu"] == 400  # 12800 / 8 s / 4 GPUs
     assert out["step_all_tokens_per_s_per_gpu"] == 1_250
     assert out["train_mfu"] == pytest.approx(6 * 600e6 * 40_000 / 2.0 / (2 * 1e15))  # 0.036
-    assert out["teacher_bytes_per_token"] == 64 * 12  # fp32 value + int64 id per top-k entry
+    assert out["teacher_bytes_per_token"] == 64 * 8  # fp32 value + int32 id per top-k entry
     assert out["offload/teacher_to_gpu_s"] == 0.25
 
     assert out["generation_overlapped_s"] is None
