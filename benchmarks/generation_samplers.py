@@ -1,0 +1,108 @@
+"""HF generation with transformers' ``generate`` against our own token loop (``policy.generation.hf_sampler``).
+
+    python benchmarks/generation_samplers.py --tokenizer .tok --out results/generation_samplers       # one GPU
+    python benchmarks/generation_samplers.py --device cpu --shape tiny --prompts 4 --prompt-len 8 \
+        --new-tokens 8 --repeats 1 --out /tmp/gs                                                  # CPU smoke
+
+One random Qwen3-shaped model (``qwen3_shapes.py``), one ``HFGenerationWorker`` per sampler in this
+process (``hf_static_cache=true``, so ``generate`` compiles its decode step too; bf16 on GPU, fp32 on
+CPU), ``prompts`` random prompts of ``prompt_len`` tokens, temperature 1, ``new_tokens`` new tokens
+each. Per sampler: the first call (compilation included), then ``repeats`` timed calls. Prints a table
+and writes ``<out>/generation_samplers.json``: seconds, generated tokens/s (tokens of the responses,
+prompts not counted), milliseconds per decode step (seconds / the longest response), and the peak GPU
+memory of that sampler's calls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from qwen3_shapes import QWEN3_SHAPES, build_qwen3_shaped  # noqa: E402
+
+from nemo_distill.models.generation.config import GenerationConfig  # noqa: E402
+from nemo_distill.models.generation.hf_backend import HFGenerationWorker  # noqa: E402
+from nemo_distill.models.generation.interfaces import GenerationRequest, SamplingParams  # noqa: E402
+
+SAMPLERS = ("generate", "loop")
+
+
+def time_sampler(model_dir: str, sampler: str, prompts: list[list[int]], new_tokens: int, repeats: int, device: torch.device) -> dict:
+    """One worker with ``hf_sampler=sampler``: its first call, then ``repeats`` timed calls; the table's row."""
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    config = GenerationConfig(hf_static_cache=True, hf_sampler=sampler, max_batch_size=len(prompts))
+    worker = HFGenerationWorker(model_dir, config, precision="bfloat16" if cuda else "float32")
+    request = GenerationRequest(prompts, SamplingParams(temperature=1.0, max_new_tokens=new_tokens, n=1, seed=0))
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    started = time.perf_counter()
+    worker.generate(request)
+    sync()
+    first_call = time.perf_counter() - started
+    seconds, tokens, longest = [], 0, 0
+    for _ in range(repeats):
+        started = time.perf_counter()
+        samples = worker.generate(request).samples
+        sync()
+        seconds.append(time.perf_counter() - started)
+        tokens = sum(len(s.response_token_ids) for s in samples)
+        longest = max(len(s.response_token_ids) for s in samples)
+    median = statistics.median(seconds)
+    row = {"sampler": sampler, "first_call_s": first_call, "seconds": seconds, "median_s": median, "generated_tokens": tokens,
+           "tokens_per_sec": tokens / median, "ms_per_decode_step": 1000 * median / max(1, longest),
+           "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None}
+    del worker
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    parser.add_argument("--shape", default="qwen3-0.6b", choices=sorted(QWEN3_SHAPES))
+    parser.add_argument("--prompts", type=int, default=64)
+    parser.add_argument("--prompt-len", type=int, default=128)
+    parser.add_argument("--new-tokens", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=2, help="timed calls per sampler (after the first)")
+    parser.add_argument("--samplers", nargs="+", default=list(SAMPLERS), choices=list(SAMPLERS))
+    parser.add_argument("--tokenizer", default=None, help="tokenizer folder for the random model (default: the embedded one)")
+    parser.add_argument("--out", default="results/generation_samplers")
+    args = parser.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA GPU visible; use --device cpu --shape tiny")
+    if args.repeats < 1:
+        raise SystemExit(f"--repeats must be >= 1, got {args.repeats}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    model_dir = build_qwen3_shaped(str(out / "models" / "policy"), args.shape, seed=0, tokenizer_source=args.tokenizer)
+    vocab_size = json.loads((Path(model_dir) / "config.json").read_text())["vocab_size"]
+    generator = torch.Generator().manual_seed(0)
+    prompts = torch.randint(0, vocab_size, (args.prompts, args.prompt_len), generator=generator).tolist()
+    device = torch.device("cuda") if args.device == "cuda" else torch.device("cpu")
+    rows = [time_sampler(model_dir, sampler, prompts, args.new_tokens, args.repeats, device) for sampler in args.samplers]
+    setting = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "shape": args.shape,
+               "batch": f"{args.prompts} prompts x {args.prompt_len} tokens, {args.new_tokens} new tokens, temperature 1",
+               "torch": torch.__version__, "tokens_counted": "generated tokens (prompts not counted)"}
+    print(f"setting: {json.dumps(setting)}")
+    print(f"{'sampler':9} {'first call s':>12} {'median s':>9} {'tokens/s':>9} {'ms/step':>8} {'peak GiB':>9}")
+    for row in rows:
+        peak = "-" if row["peak_gib"] is None else f"{row['peak_gib']:.2f}"
+        print(f"{row['sampler']:9} {row['first_call_s']:12.1f} {row['median_s']:9.3f} {row['tokens_per_sec']:9.0f} "
+              f"{row['ms_per_decode_step']:8.2f} {peak:>9}")
+    (out / "generation_samplers.json").write_text(json.dumps({"setting": setting, "samplers": rows}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
