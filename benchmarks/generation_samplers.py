@@ -28,11 +28,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from qwen3_shapes import QWEN3_SHAPES, build_qwen3_shaped  # noqa: E402
+from profile_step import generation_runner  # noqa: E402
+from qwen3_shapes import QWEN3_SHAPES, QWEN3_VOCAB, build_qwen3_shaped  # noqa: E402
 
 from nemo_distill.models.generation.config import GenerationConfig  # noqa: E402
-from nemo_distill.models.generation.hf_backend import HFGenerationWorker  # noqa: E402
-from nemo_distill.models.generation.interfaces import GenerationRequest, SamplingParams  # noqa: E402
 
 SAMPLERS = ("generate", "loop")
 
@@ -43,27 +42,25 @@ def time_sampler(model_dir: str, sampler: str, prompts: list[list[int]], new_tok
     if cuda:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
-    config = GenerationConfig(hf_static_cache=True, hf_sampler=sampler, max_batch_size=len(prompts))
-    worker = HFGenerationWorker(model_dir, config, precision="bfloat16" if cuda else "float32")
-    request = GenerationRequest(prompts, SamplingParams(temperature=1.0, max_new_tokens=new_tokens, n=1, seed=0))
+    config = GenerationConfig(hf_static_cache=True, hf_sampler=sampler, max_batch_size=len(prompts), temperature=1.0,
+                              max_new_tokens=new_tokens, seed=0)
+    generate, generated = generation_runner(model_dir, config, prompts, precision="bfloat16" if cuda else "float32")
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     started = time.perf_counter()
-    worker.generate(request)
+    generate()
     sync()
     first_call = time.perf_counter() - started
-    seconds, tokens, longest = [], 0, 0
+    seconds = []
     for _ in range(repeats):
         started = time.perf_counter()
-        samples = worker.generate(request).samples
+        generate()
         sync()
         seconds.append(time.perf_counter() - started)
-        tokens = sum(len(s.response_token_ids) for s in samples)
-        longest = max(len(s.response_token_ids) for s in samples)
     median = statistics.median(seconds)
-    row = {"sampler": sampler, "first_call_s": first_call, "seconds": seconds, "median_s": median, "generated_tokens": tokens,
-           "tokens_per_sec": tokens / median, "ms_per_decode_step": 1000 * median / max(1, longest),
+    row = {"sampler": sampler, "first_call_s": first_call, "seconds": seconds, "median_s": median, "generated_tokens": generated["tokens"],
+           "tokens_per_sec": generated["tokens"] / median, "ms_per_decode_step": 1000 * median / max(1, generated["longest"]),
            "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None}
-    del worker
+    del generate  # the worker and its model go with it
     return row
 
 
@@ -86,9 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     model_dir = build_qwen3_shaped(str(out / "models" / "policy"), args.shape, seed=0, tokenizer_source=args.tokenizer)
-    vocab_size = json.loads((Path(model_dir) / "config.json").read_text())["vocab_size"]
     generator = torch.Generator().manual_seed(0)
-    prompts = torch.randint(0, vocab_size, (args.prompts, args.prompt_len), generator=generator).tolist()
+    prompts = torch.randint(0, QWEN3_VOCAB, (args.prompts, args.prompt_len), generator=generator).tolist()
     device = torch.device("cuda") if args.device == "cuda" else torch.device("cpu")
     rows = [time_sampler(model_dir, sampler, prompts, args.new_tokens, args.repeats, device) for sampler in args.samplers]
     setting = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "shape": args.shape,

@@ -29,6 +29,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -37,7 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from qwen3_shapes import build_qwen3_shaped  # noqa: E402
+from qwen3_shapes import QWEN3_VOCAB, build_qwen3_shaped  # noqa: E402
 from single_rank import single_rank_env  # noqa: E402
 from step_metrics import PEAK_BF16_FLOPS, count_parameters  # noqa: E402
 
@@ -91,17 +92,15 @@ def profile_phase(name: str, run, device: torch.device, out: Path, row_limit: in
 PHASES = ("generation", "teacher_topk", "train")
 
 
-def generation_runner(cfg, model_dir: str, prompts: torch.Tensor, new_tokens: int):
-    """``(run, stats)``: ``run()`` samples one response per row of ``prompts`` with the HF backend;
-    ``stats`` holds the last call's generated-token count and longest response."""
-    from dataclasses import replace
-
+def generation_runner(model_dir: str, generation_cfg, prompts: list[list[int]], *, precision: str, tokenizer_cfg=None):
+    """``(run, stats)``: ``run()`` samples one response per prompt with an ``HFGenerationWorker`` built from
+    ``generation_cfg`` (its sampling settings too); ``stats`` holds the last call's generated-token count
+    and longest response. The worker lives as long as ``run``."""
     from nemo_distill.models.generation.hf_backend import HFGenerationWorker
     from nemo_distill.models.generation.interfaces import GenerationRequest, SamplingParams
 
-    generation_cfg = replace(cfg.policy.generation, max_new_tokens=new_tokens, max_batch_size=max(cfg.policy.generation.max_batch_size, len(prompts)))
-    worker = HFGenerationWorker(model_dir, generation_cfg, precision=cfg.policy.precision, tokenizer_cfg=cfg.policy.tokenizer)
-    request = GenerationRequest(prompt_token_ids=prompts.tolist(), sampling=SamplingParams.from_config(generation_cfg, n=1))
+    worker = HFGenerationWorker(model_dir, generation_cfg, precision=precision, tokenizer_cfg=tokenizer_cfg)
+    request = GenerationRequest(prompt_token_ids=prompts, sampling=SamplingParams.from_config(generation_cfg, n=1))
     stats = {"tokens": 0, "longest": 0}
 
     def run() -> None:
@@ -146,15 +145,17 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
     from nemo_distill.models.policy.worker import PolicyWorker
 
-    vocab_size = json.loads((Path(student_dir) / "config.json").read_text())["vocab_size"]
-    batch = random_batch(args.prompts, args.prompt_len, args.new_tokens, vocab_size)
+    batch = random_batch(args.prompts, args.prompt_len, args.new_tokens, QWEN3_VOCAB)
     device = torch.device("cuda", torch.cuda.current_device()) if args.device == "cuda" else torch.device("cpu")
     tokens = args.prompts * seq_len
     params = count_parameters(student_dir)
     k = cfg.distillation.topk_logits_k
     rows, workers = [], []
     if "generation" in args.phases:  # first: the policy workers' memory is not yet allocated
-        generate, generated = generation_runner(cfg, student_dir, batch.input_ids[:, : args.prompt_len], args.new_tokens)
+        generation_cfg = replace(cfg.policy.generation, max_new_tokens=args.new_tokens,
+                                 max_batch_size=max(cfg.policy.generation.max_batch_size, args.prompts))
+        generate, generated = generation_runner(student_dir, generation_cfg, batch.input_ids[:, : args.prompt_len].tolist(),
+                                                precision=cfg.policy.precision, tokenizer_cfg=cfg.policy.tokenizer)
         row = profile_phase("generation", generate, device, out)
         row.update(tokens_per_sec=generated["tokens"] / row["seconds"], generated_tokens=generated["tokens"],
                    decode_step_ms=1000 * row["seconds"] / max(1, generated["longest"]))
