@@ -40,11 +40,11 @@ def reference_greedy(model, prompt: list[int], steps: int, eos: set[int]) -> tup
     return tokens, logprobs
 
 
-def sample(model, prompts, **kwargs):
+def sample(model, prompts, *, check: int = 16, **kwargs):
+    """Eager :class:`StaticCacheSampler` on left-padded ``prompts``; ``check`` is its ``finished_check_every``."""
     input_ids, attention_mask = left_pad(prompts, PAD)
     options = dict(max_new_tokens=8, greedy=True, processors=[], eos_token_ids=[], pad_token_id=PAD) | kwargs
-    return StaticCacheSampler(model, compile_decode=False, finished_check_every=kwargs.pop("check", 16)).sample(
-        input_ids, attention_mask, **{k: v for k, v in options.items() if k != "check"})
+    return StaticCacheSampler(model, compile_decode=False, finished_check_every=check).sample(input_ids, attention_mask, **options)
 
 
 def test_greedy_tokens_and_logprobs_match_full_forwards(model64):
