@@ -4,7 +4,9 @@ The loops take each step's rollouts with :func:`next_rollouts`. Off (the default
 ``sample_rollouts(rt, next(rt.train_loader), sampling)``: refit if stale, then sample, on-policy.
 On, one background thread of the driver samples and scores step n+1's prompts while the main
 thread scores step n with the teacher and trains on it (Ray's driver API is thread-safe; the
-generation workers have their own slots, so both really run at once). Per step n::
+generation workers are their own processes, so both really run at once: on their own slots with
+split placement, or sharing each GPU with the teacher and trainer when colocated with every role
+resident, where generation fills the GPU time a launch-bound training step leaves idle). Per step n::
 
     rollouts(n) = step 1 (or the first step after a resume): sampled now, synchronously
                   later steps: wait for the batch submitted during step n-1
@@ -87,8 +89,9 @@ class RolloutPrefetcher:
     """One background thread that samples the next step's rollouts (see the module docstring)."""
 
     def __init__(self, rt: Runtime):
-        if rt.offload_each_step:  # check_runtime_config refuses colocated overlap; this guards direct use
-            raise RuntimeError("overlap_generation needs split placement: the generation workers sleep between phases here")
+        if rt.offload_each_step:  # check_runtime_config and resolve_offload(resident_required=True) prevent this
+            raise RuntimeError("overlap_generation needs the roles resident (split placement, or cluster.offload auto/never): "
+                               "here the generation workers sleep between phases")
         self.rt = rt
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rollout-prefetch")
         self.pending: Pending | None = None

@@ -32,7 +32,7 @@ from nemo_distill.config import ConfigError
 from nemo_distill.data.dataloader import PromptDataLoader
 from nemo_distill.data.datasets import load_problems, resolve_source
 from nemo_distill.data.processors import ProcessedPrompt, PromptProcessor, load_prompt_file, load_system_prompt
-from nemo_distill.distributed.offload import resolve_offload
+from nemo_distill.distributed.offload import ResidentMemoryError, resolve_offload
 from nemo_distill.distributed.ray_init import init_ray
 from nemo_distill.distributed.virtual_cluster import RayVirtualCluster
 from nemo_distill.environments.registry import build_environment
@@ -209,6 +209,13 @@ def build_runtime(
             if generation is not None and info.get("generate_calls") is not None:
                 generation.set_generate_calls(info["generate_calls"])
             print(f"resumed from {resume_from} (step {info['step']}); continuing at step {start_step} in {run_dir}", flush=True)
+        # Measured now that every role's weights are loaded; colocated overlap_generation needs them all resident.
+        try:
+            offload_each_step = resolve_offload(cfg.cluster.offload, colocated=cfg.cluster.colocated, uses_gpus=cfg.cluster.uses_gpus,
+                                                memory=lambda: policy.workers.call_all("device_memory_info"),
+                                                resident_required=loop.overlap_generation)
+        except ResidentMemoryError as err:
+            raise ConfigError("cluster.offload", str(err)) from None
     except BaseException:
         for group in reversed(started):
             if group is not None:
@@ -221,9 +228,7 @@ def build_runtime(
         train_loader=train_loader, policy=policy, frozen=frozen_group, generation=generation, refitter=refitter, cluster=cluster,
         environment=environment, logger=logger, run_dir=run_dir, checkpoints=checkpoints, timer=Timer(), start_step=start_step,
         num_trainer_workers=cluster.num_slots("trainer"), data_skipped_rows=skipped_train + skipped_val,
-        offload_each_step=resolve_offload(cfg.cluster.offload, colocated=cfg.cluster.colocated, uses_gpus=cfg.cluster.uses_gpus,
-                                          memory=lambda: policy.workers.call_all("device_memory_info")),
-        skipped_steps=int(info.get("skipped_steps", 0)),
+        offload_each_step=offload_each_step, skipped_steps=int(info.get("skipped_steps", 0)),
     )
 
 

@@ -42,7 +42,8 @@ class LoopConfig:
     seed: int = 42  # data order
     num_train_samples_to_save: int = field(default=8, metadata={"ge": 0})  # rows of train_data_step{N}.jsonl
     # Generate step n+1's rollouts while step n trains (algorithms/rollout_prefetch.py): the rollouts are one
-    # policy version stale (train/rollout_staleness); needs split placement (cluster.colocated: false).
+    # policy version stale (train/rollout_staleness). Split placement, or colocated with the roles resident
+    # (cluster.offload: auto or never; auto fails at set-up if the GPU memory is too tight).
     overlap_generation: bool = False
 
 
@@ -81,12 +82,12 @@ def check_runtime_config(cfg: RuntimeConfig, *, samples_per_step: int, samples_k
             "set them equal",
         )
     for section in (f.name for f in fields(cfg) if isinstance(getattr(cfg, f.name), LoopConfig)):
-        if getattr(cfg, section).overlap_generation and cfg.cluster.colocated:
+        if getattr(cfg, section).overlap_generation and cfg.cluster.colocated and cfg.cluster.offload == "always":
             raise ConfigError(
                 f"{section}.overlap_generation",
-                "needs split placement: colocated roles share every slot and take turns on it (generation sleeps while "
-                "the teacher and trainer run), so nothing could overlap; set cluster.colocated=false with "
-                "cluster.inference_gpu_ids / teacher_gpu_ids / trainer_gpu_ids, or set it to false",
+                "runs generation while the teacher and trainer run, but cluster.offload=always makes colocated roles "
+                "take turns on each GPU (generation sleeps while the others run); set cluster.offload=auto or never "
+                "(roles resident), place the roles on separate slots (cluster.colocated=false), or set it to false",
             )
     generation = cfg.policy.generation
     if generation.backend == "vllm" and generation.vllm_cfg.max_model_len < cfg.policy.max_total_sequence_length:

@@ -293,7 +293,7 @@ def test_cleanup_after_ctrl_c_does_not_wait_for_the_pending_batch(tmp_path):
     (DistillationMasterConfig, "distillation_math.yaml", check_distillation_config, "distillation.overlap_generation"),
     (GRPOMasterConfig, "grpo_math.yaml", check_grpo_config, "grpo.overlap_generation"),
 ])
-def test_overlap_needs_split_placement(schema, base, check, key):
+def test_overlap_needs_split_placement_or_resident_roles(schema, base, check, key):
     def config_with(*overrides):
         cfg = with_schema_defaults(load_config(REPO / "configs" / base), schema)
         return validate_config(apply_overrides(cfg, list(overrides)), schema)
@@ -301,11 +301,14 @@ def test_overlap_needs_split_placement(schema, base, check, key):
     section = key.split(".")[0]
     assert getattr(config_with(), section).overlap_generation is False  # off by default
     with pytest.raises(ConfigError) as info:
-        check(config_with(f"{key}=true"))  # the recipes are colocated
-    assert info.value.key_path == key and "cluster.colocated=false" in str(info.value)
+        check(config_with(f"{key}=true", "cluster.offload=always"))  # colocated roles taking turns
+    assert info.value.key_path == key and "cluster.offload=auto or never" in str(info.value)
+    assert "cluster.colocated=false" in str(info.value)
+    check(config_with(f"{key}=true"))  # the recipes are colocated with offload auto: accepted (auto is checked at set-up)
+    check(config_with(f"{key}=true", "cluster.offload=never"))
     split = ["cluster.colocated=false", "cluster.cpu_slots_per_node=2", "cluster.inference_gpu_ids=[0]",
              "cluster.teacher_gpu_ids=[0]", "cluster.trainer_gpu_ids=[1]"]
-    check(config_with(f"{key}=true", *split))  # split placement: accepted
+    check(config_with(f"{key}=true", "cluster.offload=always", *split))  # split placement: nothing moves, accepted
 
 
 @pytest.mark.parametrize("colocated", [True, False])

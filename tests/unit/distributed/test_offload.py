@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from nemo_distill.distributed.config import ClusterConfig
-from nemo_distill.distributed.offload import AUTO_RESERVE_FRACTION, fits_resident, resolve_offload
+from nemo_distill.distributed.offload import AUTO_RESERVE_FRACTION, ResidentMemoryError, fits_resident, resolve_offload
 
 GIB = 2**30
 
@@ -36,6 +36,23 @@ def test_auto_on_gpu_decides_from_the_tightest_rank():
     # 80 GiB GPU with 50 GiB free and 24 GiB of moments: 50 - 24 = 26 < 0.4 * 80 = 32 -> move every step
     tight = {"free_bytes": 50 * GIB, "total_bytes": 80 * GIB, "optimizer_bytes": 24 * GIB}
     assert resolve_offload("auto", colocated=True, uses_gpus=True, memory=lambda: [roomy, tight]) is True
+
+
+def test_overlap_keeps_every_role_resident_or_says_why_not():
+    # colocated overlap_generation: the roles run at once, so nothing may move
+    roomy = {"free_bytes": 129 * GIB, "total_bytes": 139 * GIB, "optimizer_bytes": int(4.8e9)}
+    tight = {"free_bytes": 50 * GIB, "total_bytes": 80 * GIB, "optimizer_bytes": 24 * GIB}
+    assert resolve_offload("auto", colocated=True, uses_gpus=False, resident_required=True) is False  # CPU: resident
+    assert resolve_offload("auto", colocated=True, uses_gpus=True, memory=lambda: [roomy], resident_required=True) is False
+    assert resolve_offload("never", colocated=True, uses_gpus=True, memory=lambda: [tight], resident_required=True) is False
+    assert resolve_offload("auto", colocated=False, uses_gpus=True, resident_required=True) is False
+    with pytest.raises(ResidentMemoryError) as info:
+        resolve_offload("auto", colocated=True, uses_gpus=True, memory=lambda: [roomy, tight], resident_required=True)
+    message = str(info.value)  # the tight rank's numbers, and the three ways out
+    assert "50.0 GiB free of 80.0 GiB" in message and "(24.0 GiB)" in message and "40%" in message
+    assert "cluster.offload=never" in message and "cluster.colocated=false" in message and "overlap_generation=false" in message
+    with pytest.raises(ValueError, match="cluster.offload=always"):
+        resolve_offload("always", colocated=True, uses_gpus=True, resident_required=True)
 
 
 def test_fits_resident_boundary():
