@@ -12,7 +12,7 @@ The embedded SmolLM2-135M on easy boards, one GPU, locally (recipes <prefix>-a1-
 CPU smoke with a tiny random model (the taus come from overrides on one config):
     python -m nemo_distill.models.tiny --out /tmp/tiny-student --hidden-size 64
     python examples/seed000_sweep.py --base-config configs/context_distill_sokoban_tiny_cpu.yaml --out-dir /tmp/sweep
-Overrides after the options go to every run: ... grpo.max_num_steps=2 logger.wandb_enabled=false
+Overrides (words with "=", also after --runs) go to every run: ... grpo.max_num_steps=2 logger.wandb_enabled=false
 Only the report of finished runs: ... --report-only
 """
 
@@ -83,6 +83,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--keep-going", action="store_true", help="launch the next run after a failed one")
     parser.add_argument("overrides", nargs="*", help="config overrides for every run, e.g. grpo.max_num_steps=2")
     args = parser.parse_args(argv)
+    # `--runs a1 b1 grpo.max_num_steps=2`: argparse gives the overrides to --runs; a run key has no '='
+    args.overrides = [word for word in args.runs if "=" in word] + args.overrides
+    args.runs = [word for word in args.runs if "=" not in word]
     if args.python is None:
         args.python = "uv run python" if args.slurm else shlex.quote(sys.executable)
     return args

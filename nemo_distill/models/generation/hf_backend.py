@@ -175,6 +175,8 @@ class HFGenerationWorker(WeightReceiver):
         self.is_asleep = False
         self.lifecycle_events: list[str] = []  # "sleep" / "wake_up" / "auto_wake_up", in call order
         self._static_sampler: StaticCacheSampler | None = None  # hf_sampler: loop, built on first use
+        # hf_sampler: loop compiles its decode step on GPU only (CUDA graphs); eager on CPU gains nothing from it
+        self.compiles_own_loop = cfg.hf_sampler == "loop" and self.device.type == "cuda"
 
     def _eos_token_ids(self) -> set[int]:
         """EOS ids from the model's generation config (may be a list) plus the tokenizer's."""
@@ -230,7 +232,7 @@ class HFGenerationWorker(WeightReceiver):
         rows_per_prompt = 1 if sampling.is_greedy else sampling.n
         num_prompts = len(prompts)
         # compiled decode steps want one shape for every chunk: full chunks of rows, prompt lengths rounded up
-        static = self.cfg.hf_static_cache or (self.cfg.hf_sampler == "loop" and self.device.type == "cuda")
+        static = self.cfg.hf_static_cache or self.compiles_own_loop
         if static:
             prompts = prompts + [prompts[-1]] * (max(1, self.cfg.max_batch_size // rows_per_prompt) - num_prompts)
         input_ids, attention_mask = left_pad(prompts, self.pad_token_id, multiple_of=self.cfg.static_cache_pad_to if static else 1)
@@ -286,7 +288,7 @@ class HFGenerationWorker(WeightReceiver):
                               rows_per_prompt: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``(tokens, logprobs)`` ``[prompts x rows_per_prompt, G]`` from :class:`StaticCacheSampler`."""
         if self._static_sampler is None:
-            self._static_sampler = StaticCacheSampler(self.model, compile_decode=self.device.type == "cuda")
+            self._static_sampler = StaticCacheSampler(self.model, compile_decode=self.compiles_own_loop)
         return self._static_sampler.sample(
             input_ids.repeat_interleave(rows_per_prompt, dim=0).to(self.device),
             attention_mask.repeat_interleave(rows_per_prompt, dim=0).to(self.device),

@@ -138,3 +138,12 @@ def test_report_only_prints_the_table(tmp_path, capsys):
     assert _sweep_module().main(["--report-only", "--out-dir", str(tmp_path), "--runs", "a1", "--window", "1"]) == 0
     out = capsys.readouterr().out
     assert "| A1 (task only) | 1 | 0 | 0 | 0.5000 |" in out and (tmp_path / "reward_curves.png").is_file()
+
+
+def test_overrides_after_runs_stay_overrides():
+    # argparse's nargs="+" gives `--runs a1 b1 x=1` all three words; a run key never holds '='
+    sweep = _sweep_module()
+    args = sweep.parse_args(["--runs", "a1", "b1", "grpo.max_num_steps=2", "logger.wandb_enabled=false"])
+    assert args.runs == ["a1", "b1"] and args.overrides == ["grpo.max_num_steps=2", "logger.wandb_enabled=false"]
+    args = sweep.parse_args(["grpo.max_num_steps=2", "--runs", "b1"])
+    assert args.runs == ["b1"] and args.overrides == ["grpo.max_num_steps=2"]
