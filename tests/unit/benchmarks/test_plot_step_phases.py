@@ -32,3 +32,20 @@ def test_writes_a_png(tmp_path):
     path.write_text(json.dumps(_report(4.5)))
     assert main([str(path), "--out", str(tmp_path / "p.png"), "--trl-step-s", "9.0", "--target-s", "1.8"]) == 0
     assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_one_bar_per_report_and_trl_from_the_report_that_ran_it(tmp_path):
+    from plot_step_phases import main, trl_step_seconds
+
+    with_trl = {**_report(4.5), "trl": {"steady_step_s": 9.5}}
+    skipped = {**_report(4.5), "trl": {"side": "trl", "skipped": "trl not importable"}}
+    assert trl_step_seconds([_report(4.0), skipped, with_trl], 15.6) == 9.5  # the same-run figure wins
+    assert trl_step_seconds([_report(4.0), skipped], 15.6) == 15.6 and trl_step_seconds([_report(4.0)], None) is None
+    paths = [tmp_path / "a.json", tmp_path / "b.json"]
+    paths[0].write_text(json.dumps(_report(4.0)))
+    paths[1].write_text(json.dumps(with_trl))
+    assert main([*map(str, paths), "--labels", "generate", "loop", "--out", str(tmp_path / "p.png")]) == 0
+    assert (tmp_path / "p.png").stat().st_size > 1000
+    with pytest.raises(SystemExit):  # argparse error: one label for two reports
+        main([*map(str, paths), "--labels", "only-one", "--out", str(tmp_path / "q.png")])
+    assert not (tmp_path / "q.png").exists()
