@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from qwen3_shapes import build_qwen3_shaped  # noqa: E402
-from step_metrics import PEAK_BF16_FLOPS, PHASES, count_parameters, summarize_steps  # noqa: E402
+from step_metrics import PEAK_BF16_FLOPS, PHASES, count_matmul_parameters, summarize_steps  # noqa: E402
 
 
 def run_case(name: str, recipe: str, overrides: list[str], out: Path, steps: int) -> dict:
@@ -62,7 +62,7 @@ def summarize_run(name: str, recipe: str, log_dir: Path, started: float) -> dict
                "trainer_gpus": trainer_gpus, "total_gpus": total_gpus}
     figures = summarize_steps(timed, samples_per_step=loop["num_prompts_per_step"] * loop["num_generations_per_prompt"],
                               topk_k=loop["topk_logits_k"], trainer_gpus=trainer_gpus, total_gpus=total_gpus,
-                              params=count_parameters(cfg["policy"]["model_name"]))
+                              params=count_matmul_parameters(cfg["policy"]["model_name"]))
     summary.update({key: float(f"{value:.5g}") if isinstance(value, float) else value for key, value in figures.items()})
     for key in sorted({k for row in rows for k in row if k.startswith("memory/")}):
         summary[key] = round(max(row.get(key, 0.0) for row in rows), 2)
@@ -76,7 +76,7 @@ TABLE_COLUMNS = ("case", *[f"{p}_s" for p in PHASES], "generation_tokens_per_s",
 
 def print_table(results: list[dict]) -> None:
     """One line per case (columns: :data:`TABLE_COLUMNS`), then its peak memory per role."""
-    print(f"train_mfu = 6 x params x trained tokens / train s / (trainer GPUs x {PEAK_BF16_FLOPS / 1e12:.0f} TFLOP/s bf16 dense peak); "
+    print(f"train_mfu = 6 x params (all but an untied input embedding) x trained tokens / train s / (trainer GPUs x {PEAK_BF16_FLOPS / 1e12:.0f} TFLOP/s bf16 dense peak); "
           "step_generated = response tokens only, step_all = prompt + response tokens trained")
     print(" | ".join(TABLE_COLUMNS))
     for result in results:

@@ -40,7 +40,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from qwen3_shapes import QWEN3_VOCAB, build_qwen3_shaped  # noqa: E402
 from single_rank import single_rank_env  # noqa: E402
-from step_metrics import PEAK_BF16_FLOPS, count_parameters  # noqa: E402
+from step_metrics import PEAK_BF16_FLOPS, count_matmul_parameters  # noqa: E402
 
 from nemo_distill.algorithms.distillation_config import DistillationMasterConfig  # noqa: E402
 from nemo_distill.algorithms.distillation_loss import TEACHER_TOPK_INDICES, TEACHER_TOPK_LOGITS, TopkDistillationLoss  # noqa: E402
@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     batch = random_batch(args.prompts, args.prompt_len, args.new_tokens, QWEN3_VOCAB)
     device = torch.device("cuda", torch.cuda.current_device()) if args.device == "cuda" else torch.device("cpu")
     tokens = args.prompts * seq_len
-    params = count_parameters(student_dir)
+    params = count_matmul_parameters(student_dir)
     k = cfg.distillation.topk_logits_k
     rows, workers = [], []
     if "generation" in args.phases:  # first: the policy workers' memory is not yet allocated

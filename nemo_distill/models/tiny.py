@@ -30,6 +30,7 @@ def build_tiny_model(
     vocab_size: int | None = None,
     head_dim: int | None = None,
     initializer_range: float = 0.02,
+    tie_word_embeddings: bool = False,
 ) -> str:
     """Write a random ``arch`` model plus tokenizer to ``out_dir``; return the folder path.
 
@@ -38,6 +39,8 @@ def build_tiny_model(
     shape, e.g. Qwen3's 151936); the extra rows are never produced by the tokenizer.
     A larger ``initializer_range`` gives peaked next-token distributions (stable greedy outputs),
     which functional tests use so that a few training steps see nearly the same rollouts.
+    ``tie_word_embeddings``: the output layer shares the input embedding's weight (as in SmolLM2 and
+    Qwen3 up to 4B).
     """
     from transformers import AutoModelForCausalLM, LlamaConfig, Qwen3Config
 
@@ -53,7 +56,7 @@ def build_tiny_model(
         num_key_value_heads=num_key_value_heads,
         max_position_embeddings=2048,
         initializer_range=initializer_range,
-        tie_word_embeddings=False,
+        tie_word_embeddings=tie_word_embeddings,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,

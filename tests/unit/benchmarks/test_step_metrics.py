@@ -11,7 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "benchmarks"))
 
-from step_metrics import count_parameters, summarize_steps  # noqa: E402
+from step_metrics import count_matmul_parameters, count_parameters, summarize_steps  # noqa: E402
 
 
 def _row(gen_tokens_per_sample: float, trained_tps: float, train_s: float, step_s: float) -> dict:
@@ -52,3 +52,23 @@ def test_count_parameters_reads_safetensors_headers(tmp_path):
     assert count_parameters(tmp_path) == 17
     with pytest.raises(FileNotFoundError, match="safetensors"):
         count_parameters(tmp_path / "missing")
+
+
+def _write_header(folder: Path, shapes: dict[str, list[int]]) -> None:
+    entries, offset = {}, 0
+    for name, shape in shapes.items():
+        size = 4 * (shape[0] * (shape[1] if len(shape) > 1 else 1))
+        entries[name] = {"dtype": "F32", "shape": shape, "data_offsets": [offset, offset + size]}
+        offset += size
+    header = json.dumps(entries).encode()
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "model.safetensors").write_bytes(struct.pack("<Q", len(header)) + header + bytes(offset))
+
+
+def test_matmul_parameters_leave_out_an_untied_input_embedding(tmp_path):
+    layer = {"model.layers.0.mlp.up_proj.weight": [8, 4], "model.norm.weight": [4]}
+    _write_header(tmp_path / "untied", {"model.embed_tokens.weight": [10, 4], "lm_head.weight": [10, 4], **layer})
+    _write_header(tmp_path / "tied", {"model.embed_tokens.weight": [10, 4], **layer})  # HF stores a tied head once
+    assert count_parameters(tmp_path / "untied") == 40 + 40 + 32 + 4
+    assert count_matmul_parameters(tmp_path / "untied") == 40 + 32 + 4  # the lookup table multiplies nothing
+    assert count_matmul_parameters(tmp_path / "tied") == count_parameters(tmp_path / "tied") == 40 + 32 + 4
