@@ -12,7 +12,9 @@ Which cluster, in order:
 
 Every worker process gets the environment of :func:`worker_env_vars` through the job's
 ``runtime_env``: the repo on ``PYTHONPATH`` (workers import ``nemo_distill`` even when it is not
-installed), the driver's offline/cache settings, and ``cluster.env_vars``.
+installed), the driver's offline/cache settings, and ``cluster.env_vars``. CPU tensors travel
+between the driver and the workers as raw bytes (:mod:`.tensor_serialization`), registered here for
+the driver and in ``WorkerHost`` for every actor.
 
 Cleanup when the driver dies (a local cluster must not outlive the run that started it):
 
@@ -50,6 +52,7 @@ FORWARDED_ENV_VARS = (
     "NEMO_DISTILL_CACHE", "NEMO_DISTILL_SKIP_VOCAB_CHECK", "WANDB_API_KEY", "WANDB_MODE", "NCCL_DEBUG",
     "TORCH_NCCL_ASYNC_ERROR_HANDLING", "OMP_NUM_THREADS", "TOKENIZERS_PARALLELISM",
     "NEMO_DISTILL_TEST_KILL_WORKER_AT_CALL",  # a test hook (worker_group.TEST_KILL_ENV)
+    "NEMO_DISTILL_RAY_TENSORS",  # tensor_serialization.SERIALIZER_ENV
 )
 
 
@@ -96,6 +99,8 @@ def init_ray(cluster_cfg: ClusterConfig | None = None) -> None:
     """Attach to or start Ray once per process; later calls are no-ops (see the module docstring)."""
     import ray
 
+    from nemo_distill.distributed.tensor_serialization import register_tensor_serializer  # imports torch
+
     if ray.is_initialized():
         return
     cluster_cfg = cluster_cfg or ClusterConfig()
@@ -104,6 +109,7 @@ def init_ray(cluster_cfg: ClusterConfig | None = None) -> None:
     if address != LOCAL_CLUSTER:
         try:
             ray.init(address=address, runtime_env=runtime_env, log_to_driver=True, configure_logging=False)
+            register_tensor_serializer()
             log.info("attached to the Ray cluster at %s: %s", address, ray.cluster_resources())
             return
         except ConnectionError:
@@ -122,6 +128,7 @@ def init_ray(cluster_cfg: ClusterConfig | None = None) -> None:
         # machine starved them (demo steps of 30 s became 60-100 s on a shared 2-core box).
         _system_config={"worker_niceness": 0},
     )
+    register_tensor_serializer()
     log.info("started a local Ray cluster: %s", ray.cluster_resources())
     exit_on_sigterm()
     start_cleanup_watchdog()

@@ -121,7 +121,10 @@ class WorkerHost:
     """The body of every actor: sets the environment, builds one worker object, calls its methods."""
 
     def __init__(self, env: dict[str, str]):
+        from nemo_distill.distributed.tensor_serialization import register_tensor_serializer  # imports torch
+
         os.environ.update(env)
+        register_tensor_serializer()  # what this actor returns or passes on travels as raw bytes
         self.worker: Any = None
         self._test_kill: tuple[str, int] | None = None  # (method, n): see TEST_KILL_ENV
         self._calls: Counter[str] = Counter()

@@ -44,6 +44,14 @@ class CollectiveWorker:
     def pid(self) -> int:
         return os.getpid()
 
+    def sends_tensors_as_bytes(self) -> bool:
+        from nemo_distill.distributed.tensor_serialization import uses_byte_serializer
+
+        return uses_byte_serializer()
+
+    def add_in_place(self, tensor, value: float):
+        return tensor.add_(value)  # a received tensor must be this process's own, writable memory
+
     def sleep(self, seconds: float) -> float:
         time.sleep(seconds)
         return seconds
@@ -115,6 +123,22 @@ def test_sharded_calls_route_shards_and_kwargs(group):
 def test_sharded_call_checks_the_rank_to_shard_map(group):
     with pytest.raises(ValueError, match=r"maps \(rank, shard\) \[\(1, 1\)\] outside the 1 shards"):
         group.call_sharded("describe", [[1]])
+
+
+def test_tensors_cross_as_raw_bytes_both_ways_and_arrive_writable(group):
+    import ray
+    import torch
+
+    from nemo_distill.distributed.tensor_serialization import uses_byte_serializer
+
+    assert uses_byte_serializer()  # the driver: registered by init_ray
+    assert group.call_all("sends_tensors_as_bytes") == [True, True]  # every actor: registered by WorkerHost
+    sent = torch.arange(6, dtype=torch.bfloat16).reshape(2, 3).t()  # bf16 has no numpy dtype; a transposed view
+    back = group.call_rank(0, "add_in_place", sent, 1.0)
+    assert back.dtype == torch.bfloat16 and torch.equal(back, sent + 1) and torch.equal(sent, torch.arange(6.0).reshape(2, 3).t())
+    ref = ray.put(torch.zeros(4))
+    ray.get(ref).add_(1)  # the driver writes into what it fetched: a copy, never the object store's buffer
+    assert torch.equal(ray.get(ref), torch.zeros(4))
 
 
 def test_call_rank(group):
