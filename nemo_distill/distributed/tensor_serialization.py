@@ -3,8 +3,8 @@
 Ray pickles a ``torch.Tensor`` with torch's own reducer, which copies the storage through pickle's
 in-band stream; a numpy array instead travels as a pickle-5 out-of-band buffer, copied once into the
 object store. On the 2-core CI machine a teacher's top-k for 64 x 384 tokens (k = 64: fp32 values +
-int32 ids, 12.6 MB) took ~45 ms to fetch from an actor and ~45 ms to send on to another one as
-tensors, ~13 ms each way as numpy arrays (``benchmarks/ray_tensor_transfer.py``).
+int32 ids, 12.6 MB) took 36 ms to fetch from an actor and 35 ms to send on to another one as
+tensors, 10 and 12 ms as raw bytes (``benchmarks/ray_tensor_transfer.py``; 9x and 5x at 537 MB).
 
 :func:`register_tensor_serializer` (called once per process: the driver in ``init_ray``, every
 actor in ``WorkerHost``) makes Ray send each plain CPU tensor as ``(bytes as uint8 numpy, dtype,
@@ -16,7 +16,7 @@ another device (a CUDA tensor, ``meta``), sparse or quantized ones, and subclass
 which pickle dispatches by exact type) keep torch's reducer.
 
 ``NEMO_DISTILL_RAY_TENSORS=pickle`` (forwarded to the workers) keeps Ray's default, torch's pickle,
-everywhere: an escape hatch, and how the benchmark compares the two.
+everywhere: an escape hatch, and how ``benchmarks/refit.py`` runs compare the two.
 """
 
 from __future__ import annotations
