@@ -61,3 +61,36 @@ def test_norm_of_sharded_and_replicated_dtensors_counts_each_element_once():
     expected = math.sqrt(sum(float(t.double().pow(2).sum()) for t in (torch.randn(6, 4), torch.randn(5), torch.randn(3))))
     norms = run_ranks(_dtensor_norm, 2)
     assert norms[0] == norms[1] == pytest.approx(expected, rel=1e-6)
+
+
+def test_mixed_dtypes_and_empty_shards_are_counted_in_float64():
+    grads = [torch.randn(5, 3), torch.randn(4).to(torch.bfloat16), torch.zeros(0), torch.randn(2, dtype=torch.float64)]
+    expected = math.sqrt(sum(float(g.double().pow(2).sum()) for g in grads))
+    assert global_grad_norm(_params_with_grads(*grads)) == pytest.approx(expected, rel=1e-12)
+    params = _params_with_grads(*grads)
+    clip_grad_norm(params, 0.5)
+    assert global_grad_norm(params) == pytest.approx(0.5, rel=1e-2)  # bf16 rounding of the scaled entries
+    assert params[1].grad.dtype == torch.bfloat16 and params[2].grad.numel() == 0
+
+
+def _dtensor_clip(rank: int) -> tuple[float, float, list[float]]:
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import Replicate, Shard, distribute_tensor
+
+    mesh = init_device_mesh("cpu", (2,))
+    torch.manual_seed(0)
+    params = []
+    for full, placement in ((torch.randn(6, 4), Shard(0)), (torch.randn(5), Replicate())):
+        param = torch.nn.Parameter(distribute_tensor(torch.zeros_like(full), mesh, [placement]))
+        param.grad = distribute_tensor(full, mesh, [placement])
+        params.append(param)
+    before = clip_grad_norm(params, 0.25)
+    # the DTensor gradients themselves were scaled (through their local shards)
+    return before, global_grad_norm(params), params[1].grad.full_tensor().tolist()
+
+
+def test_clipping_sharded_dtensors_scales_the_gradients_themselves():
+    first, second = run_ranks(_dtensor_clip, 2)
+    assert first[0] == second[0] > 0.25
+    assert first[1] == pytest.approx(0.25, rel=1e-5) and second[1] == pytest.approx(0.25, rel=1e-5)
+    assert first[2] == second[2]  # replicated gradients clipped identically on both ranks
