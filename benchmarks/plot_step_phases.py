@@ -61,12 +61,14 @@ def main(argv: list[str] | None = None) -> int:
     if trl_step:  # bottom row; the reports above it, the first on top
         ax.barh([args.trl_label], [trl_step], color="grey")
         ax.text(trl_step, args.trl_label, f" {trl_step:.2f} s", va="center", fontsize=8)
+    widest = trl_step or 0.0
     for label, report in reversed(list(zip(args.labels, reports))):
         left = 0.0
         for phase, seconds in phase_bars(report).items():
             ax.barh([label], [seconds], left=left, color=colors[phase], label=phase)  # legend: one entry per phase, below
             left += seconds
         ax.text(left, label, f" {left:.2f} s", va="center", fontsize=8)
+        widest = max(widest, left)
     if args.target_s:
         ax.axvline(args.target_s, color="black", linestyle="--", linewidth=1, label=f"target {args.target_s:.2f} s")
     first = reports[0]
@@ -76,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     handles, names = ax.get_legend_handles_labels()
     unique = dict(zip(names, handles))
     ax.legend(unique.values(), unique.keys(), fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    ax.set_xlim(0, max([trl_step or 0.0] + [float(r["ours"]["summary"]["total_step_time_s"]) for r in reports]) * 1.15)
+    ax.set_xlim(0, widest * 1.15)  # room for the seconds written after each bar
     fig.tight_layout()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.out, dpi=110)

@@ -65,8 +65,7 @@ def _norm_of_groups(groups: dict[tuple[int, torch.device], list[torch.Tensor]], 
 
 def global_grad_norm(parameters: Iterable[torch.nn.Parameter], group=None) -> float:
     """L2 norm of all gradients as if they were one unsharded vector; the same value on every rank of ``group``."""
-    world_size = dist.get_world_size(group) if dist.is_initialized() else 1
-    return _norm_of_groups(_local_gradients(parameters, world_size), world_size, group)
+    return clip_grad_norm(parameters, None, group)  # max_norm None: measure, never scale
 
 
 def clip_grad_norm(parameters: Iterable[torch.nn.Parameter], max_norm: float | None, group=None) -> float:
