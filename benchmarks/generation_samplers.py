@@ -4,6 +4,10 @@
     python benchmarks/generation_samplers.py --device cpu --shape tiny --prompts 4 --prompt-len 8 \
         --new-tokens 8 --repeats 1 --out /tmp/gs                                                  # CPU smoke
 
+Samplers: ``generate`` and ``loop`` as the config names them, and ``loop_repeat_kv``: the loop with
+HF's own ``sdpa`` attention, whose keys and values are copied per query head under a mask (what the
+loop's grouped decode attention, ``generation/grouped_decode_attention.py``, avoids).
+
 One random Qwen3-shaped model (``qwen3_shapes.py``), one ``HFGenerationWorker`` per sampler in this
 process (``hf_static_cache=true``, so ``generate`` compiles its decode step too; bf16 on GPU, fp32 on
 CPU), ``prompts`` random prompts of ``prompt_len`` tokens, temperature 1, ``new_tokens`` new tokens
@@ -33,7 +37,15 @@ from qwen3_shapes import QWEN3_SHAPES, QWEN3_VOCAB, build_qwen3_shaped  # noqa: 
 
 from nemo_distill.models.generation.config import GenerationConfig  # noqa: E402
 
-SAMPLERS = ("generate", "loop")
+SAMPLERS = ("generate", "loop", "loop_repeat_kv")
+
+
+def without_grouped_decode_attention(worker) -> None:
+    """``loop_repeat_kv``: give the worker a loop sampler that keeps HF's ``sdpa`` attention."""
+    from nemo_distill.models.generation.static_decode import StaticCacheSampler
+
+    worker._static_sampler = StaticCacheSampler(worker.model, compile_decode=worker.compiles_own_loop,
+                                                grouped_decode_attention=False)
 
 
 def time_sampler(model_dir: str, sampler: str, prompts: list[list[int]], new_tokens: int, repeats: int, device: torch.device) -> dict:
@@ -42,9 +54,10 @@ def time_sampler(model_dir: str, sampler: str, prompts: list[list[int]], new_tok
     if cuda:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
-    config = GenerationConfig(hf_static_cache=True, hf_sampler=sampler, max_batch_size=len(prompts), temperature=1.0,
+    config = GenerationConfig(hf_static_cache=True, hf_sampler="generate" if sampler == "generate" else "loop", max_batch_size=len(prompts), temperature=1.0,
                               max_new_tokens=new_tokens, seed=0)
-    generate, generated = generation_runner(model_dir, config, prompts, precision="bfloat16" if cuda else "float32")
+    generate, generated = generation_runner(model_dir, config, prompts, precision="bfloat16" if cuda else "float32",
+                                            prepare=without_grouped_decode_attention if sampler == "loop_repeat_kv" else None)
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     started = time.perf_counter()
     generate()
@@ -91,10 +104,10 @@ def main(argv: list[str] | None = None) -> int:
                "batch": f"{args.prompts} prompts x {args.prompt_len} tokens, {args.new_tokens} new tokens, temperature 1",
                "torch": torch.__version__, "tokens_counted": "generated tokens (prompts not counted)"}
     print(f"setting: {json.dumps(setting)}")
-    print(f"{'sampler':9} {'first call s':>12} {'median s':>9} {'tokens/s':>9} {'ms/step':>8} {'peak GiB':>9}")
+    print(f"{'sampler':14} {'first call s':>12} {'median s':>9} {'tokens/s':>9} {'ms/step':>8} {'peak GiB':>9}")
     for row in rows:
         peak = "-" if row["peak_gib"] is None else f"{row['peak_gib']:.2f}"
-        print(f"{row['sampler']:9} {row['first_call_s']:12.1f} {row['median_s']:9.3f} {row['tokens_per_sec']:9.0f} "
+        print(f"{row['sampler']:14} {row['first_call_s']:12.1f} {row['median_s']:9.3f} {row['tokens_per_sec']:9.0f} "
               f"{row['ms_per_decode_step']:8.2f} {peak:>9}")
     (out / "generation_samplers.json").write_text(json.dumps({"setting": setting, "samplers": rows}, indent=2))
     return 0

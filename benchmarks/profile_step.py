@@ -92,14 +92,18 @@ def profile_phase(name: str, run, device: torch.device, out: Path, row_limit: in
 PHASES = ("generation", "teacher_topk", "train")
 
 
-def generation_runner(model_dir: str, generation_cfg, prompts: list[list[int]], *, precision: str, tokenizer_cfg=None):
+def generation_runner(model_dir: str, generation_cfg, prompts: list[list[int]], *, precision: str, tokenizer_cfg=None,
+                      prepare=None):
     """``(run, stats)``: ``run()`` samples one response per prompt with an ``HFGenerationWorker`` built from
-    ``generation_cfg`` (its sampling settings too); ``stats`` holds the last call's generated-token count
-    and longest response. The worker lives as long as ``run``."""
+    ``generation_cfg`` (its sampling settings too; ``prepare(worker)``, when given, runs once before the
+    first call); ``stats`` holds the last call's generated-token count and longest response. The worker
+    lives as long as ``run``."""
     from nemo_distill.models.generation.hf_backend import HFGenerationWorker
     from nemo_distill.models.generation.interfaces import GenerationRequest, SamplingParams
 
     worker = HFGenerationWorker(model_dir, generation_cfg, precision=precision, tokenizer_cfg=tokenizer_cfg)
+    if prepare is not None:
+        prepare(worker)
     request = GenerationRequest(prompt_token_ids=prompts, sampling=SamplingParams.from_config(generation_cfg, n=1))
     stats = {"tokens": 0, "longest": 0}
 

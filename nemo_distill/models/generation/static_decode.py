@@ -17,6 +17,8 @@ The loop, per chunk of rows (left-padded prompts ``[B, P]``, ``max_new_tokens`` 
   the sampling processors -> argmax or one multinomial draw; a row that has emitted an EOS gets
   the pad token from then on; the token is written at cache position ``P + t`` with position id
   ``prompt tokens + t`` (left padding does not shift positions);
+* grouped-query models decode with :mod:`~.grouped_decode_attention` (each key/value head read once,
+  not expanded to one copy per query head as HF's ``sdpa`` does under a mask);
 * the host checks "has every row finished?" only every ``finished_check_every`` steps, so the GPU
   runs ahead of Python in between (a finished batch may run up to that many steps too long; the
   extra columns are pad and are cut by the caller like any tail after EOS).
@@ -32,6 +34,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from nemo_distill.models.generation.grouped_decode_attention import use_grouped_decode_attention
 from nemo_distill.models.kv_cache import cache_keyword
 
 LogitsProcessor = Callable[[torch.Tensor | None, torch.Tensor], torch.Tensor]  # (ids, scores [B, V]) -> scores [B, V]
@@ -42,13 +45,17 @@ class StaticCacheSampler:
 
     ``compile_decode``: compile the one-token decode step with ``torch.compile(mode="reduce-overhead")``
     (CUDA graphs); meant for GPUs, where launches dominate a small model's decode step. On CPU the
-    same loop runs eagerly.
+    same loop runs eagerly. ``grouped_decode_attention`` switches an ``sdpa`` model to
+    :func:`~.grouped_decode_attention.use_grouped_decode_attention` (the same attention without
+    key/value copies; off only to measure what it buys).
     """
 
-    def __init__(self, model: torch.nn.Module, *, compile_decode: bool, finished_check_every: int = 16):
+    def __init__(self, model: torch.nn.Module, *, compile_decode: bool, finished_check_every: int = 16,
+                 grouped_decode_attention: bool = True):
         if finished_check_every < 1:
             raise ValueError(f"finished_check_every must be >= 1, got {finished_check_every}")
         self.model = model
+        self.grouped_decode_attention = grouped_decode_attention and use_grouped_decode_attention(model)
         self.cache_keyword = cache_keyword(model)
         self.finished_check_every = finished_check_every
         self._decode = torch.compile(self._forward, mode="reduce-overhead", fullgraph=True) if compile_decode else self._forward

@@ -1,4 +1,4 @@
-"""generation_samplers.py: the CPU smoke run (tiny Qwen3-shaped model) times both samplers and writes its table and JSON."""
+"""generation_samplers.py: the CPU smoke run (tiny Qwen3-shaped model) times the three samplers and writes its table and JSON."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def test_cpu_smoke_run(tmp_path, tokenizer_cli_args):
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     report = json.loads((tmp_path / "generation_samplers.json").read_text())
     rows = {row["sampler"]: row for row in report["samplers"]}
-    assert set(rows) == {"generate", "loop"}
+    assert set(rows) == {"generate", "loop", "loop_repeat_kv"}
     for row in rows.values():
         assert len(row["seconds"]) == 2 and 3 <= row["generated_tokens"] <= 3 * 6
         assert row["tokens_per_sec"] == pytest.approx(row["generated_tokens"] / row["median_s"])

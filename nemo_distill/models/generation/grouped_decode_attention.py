@@ -1,0 +1,82 @@
+"""Decode-step attention that reads each key/value head once, for grouped-query models (``hf_sampler: loop``).
+
+HF's ``sdpa`` attention gives a grouped-query model (``H`` query heads sharing ``H_kv`` key/value
+heads, ``groups = H / H_kv``) its keys and values expanded to one copy per query head
+(``repeat_kv``) whenever it passes a mask, unless it can hand the grouping to SDPA itself, which
+it does only without a mask (and, in recent transformers, packs one query token per group only
+outside ``torch.compile``). A static-cache decode step always has a mask (the cache's unwritten
+positions) and is compiled, so every layer writes and reads back ``groups`` copies of its whole
+cache each token: for Qwen3-0.6B (28 layers, 8 key/value heads of 128, groups 2) at batch 64 and
+384 cached positions, 5.5 GB written and 5.5 GB read per decode step on top of the 2.75 GB cache
+and the 1.2 GB of weights a step must read anyway.
+
+With one query token the copies are not needed: the ``groups`` query heads that share a key/value
+head become ``groups`` query rows of that head, ``[B, H, 1, D] -> [B, H_kv, groups, D]``, and the
+mask (``[B, 1, 1, L]``, the same for every head and row) broadcasts over them. The attention is
+the same sum over the same keys, computed by the same SDPA kernel; only the key/value copies are gone.
+
+:func:`use_grouped_decode_attention` switches a model to it (registered with HF's attention and
+mask interfaces under :data:`GROUPED_DECODE_SDPA`, HF's own ``sdpa`` mask). Anything else (several
+query tokens, a per-head mask, dropout, soft-capping, a position bias, ``groups == 1``) goes to HF's
+``sdpa`` attention unchanged.
+"""
+
+from __future__ import annotations
+
+import torch
+
+GROUPED_DECODE_SDPA = "nemo_distill_grouped_decode_sdpa"
+
+
+def grouped_decode_attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    is_causal: bool | None = None,
+    **kwargs,
+) -> tuple[torch.Tensor, None]:
+    """HF attention-interface function: ``query`` ``[B, H, q, D]``, ``key`` / ``value`` ``[B, H_kv, L, D]``,
+    ``attention_mask`` ``[B, 1 or H, q, L]`` (bool: True = attend) or None; returns ``([B, q, H, D], None)``."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    groups = getattr(module, "num_key_value_groups", 1)
+    packable = (
+        query.shape[2] == 1
+        and groups > 1
+        and query.shape[1] == key.shape[1] * groups
+        and not (module.training and dropout)
+        and kwargs.get("softcap") is None
+        and kwargs.get("position_bias") is None
+        and (attention_mask is None or attention_mask.shape[1] == 1)
+    )
+    if not packable:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      is_causal=is_causal, **kwargs)
+    batch, heads, _, head_dim = query.shape
+    # Query head h reads key/value head h // groups (HF's repeat_kv order), so a plain reshape groups them.
+    packed_query = query.reshape(batch, heads // groups, groups, head_dim)
+    output = torch.nn.functional.scaled_dot_product_attention(packed_query, key, value, attn_mask=attention_mask,
+                                                              scale=scaling)
+    return output.reshape(batch, heads, 1, value.shape[-1]).transpose(1, 2).contiguous(), None
+
+
+def use_grouped_decode_attention(model: torch.nn.Module) -> bool:
+    """Switch a HF model that uses ``sdpa`` attention to :data:`GROUPED_DECODE_SDPA`; True when it did.
+
+    Other implementations (eager, flash-attention, a custom one) are left as they are. Exact: the
+    same attention as ``sdpa`` (tests compare logits and sampled tokens).
+    """
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    config = getattr(model, "config", None)
+    if getattr(config, "_attn_implementation", None) not in ("sdpa", GROUPED_DECODE_SDPA):
+        return False
+    AttentionInterface.register(GROUPED_DECODE_SDPA, grouped_decode_attention)
+    AttentionMaskInterface.register(GROUPED_DECODE_SDPA, sdpa_mask)
+    config._attn_implementation = GROUPED_DECODE_SDPA
+    return True

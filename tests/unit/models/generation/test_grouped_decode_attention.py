@@ -1,0 +1,128 @@
+"""Grouped decode attention: the same attention as HF's ``sdpa`` for one query token, without key/value
+copies; everything else goes to ``sdpa`` unchanged."""
+
+from __future__ import annotations
+
+import types
+
+import pytest
+import torch
+
+from nemo_distill.data.collate import left_pad
+from nemo_distill.models.generation.grouped_decode_attention import (
+    GROUPED_DECODE_SDPA,
+    grouped_decode_attention,
+    use_grouped_decode_attention,
+)
+from nemo_distill.models.generation.static_decode import StaticCacheSampler
+from nemo_distill.models.loading import load_causal_lm
+
+
+def reference_attention(query, key, value, keep, scale):
+    """float64 softmax attention with keys / values repeated per query head (HF's ``repeat_kv`` order)."""
+    groups = query.shape[1] // key.shape[1]
+    key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
+    scores = (query.double() @ key.double().transpose(-1, -2)) * scale
+    if keep is not None:
+        scores = scores.masked_fill(~keep, float("-inf"))
+    return (torch.softmax(scores, dim=-1) @ value.double()).transpose(1, 2)  # [B, q, H, D]
+
+
+def attention_module(groups: int):
+    return types.SimpleNamespace(num_key_value_groups=groups, training=False, is_causal=True)
+
+
+@pytest.mark.parametrize("with_mask", [True, False])
+def test_one_query_token_matches_float64_reference(with_mask):
+    generator = torch.Generator().manual_seed(0)
+    batch, kv_heads, groups, length, dim = 3, 2, 4, 11, 8
+    query = torch.randn(batch, kv_heads * groups, 1, dim, generator=generator)
+    key = torch.randn(batch, kv_heads, length, dim, generator=generator)
+    value = torch.randn(batch, kv_heads, length, dim, generator=generator)
+    keep = None
+    if with_mask:  # row 0 sees every position, row 1 the first 5, row 2 all but two in the middle
+        keep = torch.ones(batch, 1, 1, length, dtype=torch.bool)
+        keep[1, ..., 5:] = False
+        keep[2, ..., 3:5] = False
+    output, weights = grouped_decode_attention(attention_module(groups), query, key, value, keep, scaling=0.3)
+    assert weights is None and output.shape == (batch, 1, kv_heads * groups, dim) and output.is_contiguous()
+    torch.testing.assert_close(output.double(), reference_attention(query, key, value, keep, 0.3), atol=1e-5, rtol=0)
+
+
+def test_only_one_query_token_with_a_shared_mask_is_packed(monkeypatch):
+    """Several query tokens, a per-head mask or one key/value head per query head go to HF's sdpa."""
+    from transformers.integrations import sdpa_attention
+
+    calls = []
+    real = sdpa_attention.sdpa_attention_forward
+    monkeypatch.setattr(sdpa_attention, "sdpa_attention_forward", lambda *a, **k: calls.append(a[1].shape) or real(*a, **k))
+    generator = torch.Generator().manual_seed(1)
+    key = torch.randn(2, 2, 6, 4, generator=generator)
+    value = torch.randn(2, 2, 6, 4, generator=generator)
+    cases = [
+        (attention_module(2), torch.randn(2, 4, 3, 4, generator=generator), torch.ones(2, 1, 3, 6, dtype=torch.bool)),  # 3 tokens
+        (attention_module(2), torch.randn(2, 4, 1, 4, generator=generator), torch.ones(2, 4, 1, 6, dtype=torch.bool)),
+        (attention_module(1), torch.randn(2, 2, 1, 4, generator=generator), None),  # no grouping
+    ]
+    for module, query, keep in cases:
+        output, _ = grouped_decode_attention(module, query, key, value, keep, scaling=0.5)
+        torch.testing.assert_close(output.double(), reference_attention(query, key, value, keep, 0.5), atol=1e-5, rtol=0)
+    assert len(calls) == 3
+    grouped_decode_attention(attention_module(2), torch.randn(2, 4, 1, 4, generator=generator), key, value, None)
+    assert len(calls) == 3  # the packed case does not go through sdpa_attention_forward
+
+
+def test_traces_as_one_graph():
+    """The loop compiles its decode step with ``fullgraph=True``: the packed path must not break the graph."""
+
+    class Attention(torch.nn.Module):
+        num_key_value_groups = 2
+
+    module = Attention().eval()
+    generator = torch.Generator().manual_seed(2)
+    query, key, value = (torch.randn(2, 4, 1, 8, generator=generator), torch.randn(2, 2, 5, 8, generator=generator),
+                         torch.randn(2, 2, 5, 8, generator=generator))
+    keep = torch.tensor([True, True, True, False, False]).expand(2, 1, 1, 5)
+    compiled = torch.compile(grouped_decode_attention, fullgraph=True, backend="eager")
+    torch.testing.assert_close(compiled(module, query, key, value, keep, scaling=0.25)[0],
+                               grouped_decode_attention(module, query, key, value, keep, scaling=0.25)[0])
+
+
+def test_switches_only_sdpa_models(tiny_model_dir):
+    eager = load_causal_lm(tiny_model_dir, dtype=torch.float32, device=torch.device("cpu"))
+    eager.config._attn_implementation = "eager"
+    assert not use_grouped_decode_attention(eager) and eager.config._attn_implementation == "eager"
+    model = load_causal_lm(tiny_model_dir, dtype=torch.float32, device=torch.device("cpu"))
+    assert model.config._attn_implementation == "sdpa"
+    assert use_grouped_decode_attention(model) and model.config._attn_implementation == GROUPED_DECODE_SDPA
+    assert use_grouped_decode_attention(model)  # idempotent
+
+
+@pytest.mark.parametrize("fixture", ["tiny_model_dir", "tiny_llama_dir"])
+def test_sampler_decodes_through_packed_attention_with_the_same_result(fixture, request, monkeypatch):
+    """The loop's decode steps run packed (query ``[B, H_kv, groups, D]``) and sample what sdpa samples."""
+    path = request.getfixturevalue(fixture)
+    prompts = [[5, 6, 7, 8, 9], [11, 12], [3, 4, 5, 6, 7, 8, 9, 10, 40, 41]]
+    input_ids, attention_mask = left_pad(prompts, 0)
+    options = dict(max_new_tokens=6, greedy=True, processors=[], eos_token_ids=[], pad_token_id=0)
+    results, query_shapes = {}, []
+    real_sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def recording_sdpa(query, *args, **kwargs):
+        query_shapes.append(tuple(query.shape))
+        return real_sdpa(query, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", recording_sdpa)
+    for grouped in (False, True):
+        model = load_causal_lm(path, dtype=torch.float64, device=torch.device("cpu")).eval()
+        sampler = StaticCacheSampler(model, compile_decode=False, grouped_decode_attention=grouped)
+        assert sampler.grouped_decode_attention is grouped
+        query_shapes.clear()
+        results[grouped] = sampler.sample(input_ids, attention_mask, **options)
+        heads, kv_heads = model.config.num_attention_heads, model.config.num_key_value_heads
+        packed = [s for s in query_shapes if s[1:3] == (kv_heads, heads // kv_heads)]
+        layers_x_decode_steps = model.config.num_hidden_layers * (options["max_new_tokens"] - 1)
+        if grouped:  # (recent transformers packs too, but only outside torch.compile, which the GPU loop runs under)
+            assert len(packed) == layers_x_decode_steps
+    torch.testing.assert_close(results[True][0], results[False][0], atol=0, rtol=0)
+    torch.testing.assert_close(results[True][1], results[False][1], atol=1e-9, rtol=0)
