@@ -61,7 +61,7 @@ def batch(rows, resp):
 for name, rows, resp in (("sft_step_8x64", 8, 64), ("sft_step_8x64_again", 8, 64), ("grpo_train_64x128", 64, 128), ("grpo_train_64x128_again", 64, 128)):
     b = batch(rows, resp); t0 = time.perf_counter(); pol.train(b, SFTLoss()); torch.cuda.synchronize() if torch.cuda.is_available() else None
     out[name] = round(time.perf_counter() - t0, 3); print(name, out[name], flush=True)
-b = batch(64, 128); t0 = time.perf_counter(); pol.get_logprobs(b); out["grpo_logprobs_64x128"] = round(time.perf_counter() - t0, 3)
+b = batch(64, 128); t0 = time.perf_counter(); pol.get_logprobs(b, targets_only=True); out["grpo_logprobs_64x128"] = round(time.perf_counter() - t0, 3)
 t0 = time.perf_counter(); pol.reset(); torch.cuda.synchronize() if torch.cuda.is_available() else None; out["reset"] = round(time.perf_counter() - t0, 3)
 t0 = time.perf_counter(); pol.save_checkpoint("/tmp/ckpt_bench", save_optimizer=False); out["save_checkpoint"] = round(time.perf_counter() - t0, 2)
 print(json.dumps(out, indent=1))

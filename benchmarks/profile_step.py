@@ -16,7 +16,8 @@ the phase's own increment; the total peak (``peak_total_gib``) is everything all
 (for ``train``: the student's weights, gradients and AdamW states plus the teacher's bf16 weights).
 
 Which tokens a tokens/s counts: ``teacher_topk`` and ``train`` count all ``prompts x (prompt_len +
-new_tokens)`` tokens they read; ``generation`` (the recipe's ``policy.generation`` section, the HF
+new_tokens)`` tokens they read (the output layer runs on the ``new_tokens`` rows only, as in the
+distillation loop: ``targets_only``, ``TokenBatch.first_target_row``); ``generation`` (the recipe's ``policy.generation`` section, the HF
 backend, ``max_new_tokens = new_tokens``, one sample per random prompt) counts the tokens it
 generated, and also reports milliseconds per decode step (seconds / the longest response).
 ``--phases`` picks a subset.
@@ -168,10 +169,11 @@ def main(argv: list[str] | None = None) -> int:
         teacher = PolicyWorker(cfg.teacher, trainable=False)
         workers.append(teacher)
     if "teacher_topk" in args.phases:
-        rows.append(profile_phase("teacher_topk", lambda: teacher.get_topk_logits(batch, k), device, out))
+        # as the distillation loop asks: the prompt's rows skip the output layer
+        rows.append(profile_phase("teacher_topk", lambda: teacher.get_topk_logits(batch, k, targets_only=True), device, out))
         rows[-1]["tokens_per_sec"] = tokens / rows[-1]["seconds"]
     if "train" in args.phases:
-        topk = teacher.get_topk_logits(batch, k)
+        topk = teacher.get_topk_logits(batch, k, targets_only=True)
         train_batch = TokenBatch(input_ids=batch.input_ids, attention_mask=batch.attention_mask, loss_mask=batch.loss_mask,
                                  sample_mask=batch.sample_mask,
                                  extras={TEACHER_TOPK_LOGITS: topk.values, TEACHER_TOPK_INDICES: topk.indices})

@@ -102,7 +102,7 @@ def teacher_topk_for_rollouts(rt: Runtime, rollouts: RolloutBatch, step: int) ->
     temperature = sampling_temperature(cfg)
     context = cfg.distillation.context_distillation
     if not context.enabled:
-        topk = rt.frozen.get_topk_logits(rollouts.token_batch, k, temperature=temperature)
+        topk = rt.frozen.get_topk_logits(rollouts.token_batch, k, temperature=temperature, targets_only=True)
         return {TEACHER_TOPK_LOGITS: topk.values, TEACHER_TOPK_INDICES: topk.indices}, {}
     max_len = context.max_teacher_sequence_length or cfg.teacher.max_total_sequence_length
     teacher_batch = build_context_teacher_batch(
@@ -112,7 +112,7 @@ def teacher_topk_for_rollouts(rt: Runtime, rollouts: RolloutBatch, step: int) ->
     )
     if context.print_first_sample and step == rt.start_step:
         print(format_first_sample_debug(teacher_batch.inputs[0], rollouts.samples[0].text, rt.tokenizer), flush=True)
-    topk = rt.frozen.get_topk_logits(teacher_batch.batch, k, temperature=temperature)
+    topk = rt.frozen.get_topk_logits(teacher_batch.batch, k, temperature=temperature, targets_only=True)
     values, indices, row_mask = align_context_topk(teacher_batch, rollouts, topk.values, topk.indices)
     # Samples the teacher could not score do not train the student either.
     rollouts.token_batch.sample_mask.mul_(teacher_batch.batch.sample_mask)

@@ -186,14 +186,14 @@ def train(rt: Runtime) -> None:
             mask = batch.valid_target_tokens()
             rewards = task_rewards(rt, rollouts)
             with timer.time("old_logprobs"):
-                old_logprobs = rt.policy.get_logprobs(batch, temperature=temperature)
+                old_logprobs = rt.policy.get_logprobs(batch, temperature=temperature, targets_only=True)
             extras: dict[str, torch.Tensor] = {OLD_LOGPROBS: old_logprobs}
             step_metrics: dict[str, float] = {}
             if temperature == 1.0:
                 step_metrics["logprob_mismatch"] = logprob_mismatch(old_logprobs, rollouts, mask)
             if cfg.loss_fn.beta > 0:
                 with timer.time("reference_logprobs"), frozen_on_device(rt, rt.frozen):
-                    extras[REFERENCE_LOGPROBS] = rt.frozen.get_logprobs(batch)
+                    extras[REFERENCE_LOGPROBS] = rt.frozen.get_logprobs(batch, targets_only=True)
             if mix.enabled:
                 teacher_logprobs = torch.zeros_like(old_logprobs)
                 if teacher is not None:

@@ -54,7 +54,7 @@ def score_with_teacher(scorer, processor: PromptProcessor, rollouts: RolloutBatc
     teacher_batch, teacher_starts = build_token_batch(
         prompts, responses, pad_token_id=pad_token_id, sample_mask=[float(f) for f in fits], max_total_length=max_total_length
     )
-    teacher_logprobs = scorer.get_logprobs(teacher_batch)
+    teacher_logprobs = scorer.get_logprobs(teacher_batch, targets_only=True)  # the response columns are targets
     aligned = torch.zeros(student.input_ids.shape, dtype=torch.float32)
     for row, (student_start, teacher_start, response, fit) in enumerate(zip(rollouts.prompt_lengths, teacher_starts, responses, fits)):
         if not fit:

@@ -116,7 +116,7 @@ def validation_loss(rt: Runtime, step: int) -> dict[str, float]:
         batch = build_sft_batch(rt.val_prompts[start : start + batch_size], rt.tokenizer,
                                 max_total_length=rt.cfg.policy.max_total_sequence_length)
         mask = batch.valid_target_tokens()
-        nll -= float((rt.policy.get_logprobs(batch) * mask).sum())
+        nll -= float((rt.policy.get_logprobs(batch, targets_only=True) * mask).sum())
         tokens += float(mask.sum())
     return {"validation/loss": nll / tokens} if tokens else {}
 

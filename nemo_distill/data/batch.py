@@ -61,6 +61,13 @@ class TokenBatch:
         """``[B, T]`` float mask of tokens a loss counts: ``loss_mask * sample_mask``."""
         return self.loss_mask.float() * self.sample_mask.float()[:, None]
 
+    def first_target_row(self) -> int:
+        """The first prediction row a loss can read: row ``t`` predicts token ``t + 1``, so the row before
+        the first column where any sample's ``loss_mask`` is set (0 when none is). Rows before it (the
+        prompt's) need no output layer in training or teacher scoring."""
+        target_columns = self.loss_mask.bool().any(dim=0).nonzero()
+        return max(int(target_columns[0]) - 1, 0) if target_columns.numel() else 0
+
     def select(self, index: slice | torch.Tensor) -> "TokenBatch":
         """Rows ``index`` of every tensor (a slice or a 1-D index tensor)."""
         return TokenBatch(

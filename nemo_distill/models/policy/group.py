@@ -82,17 +82,19 @@ class PolicyWorkerGroup:
         results = self.workers.call_sharded("train", self._shards(batch), shard_of_rank=self._dp_rank, loss_fn=loss_fn)
         return results[0]
 
-    def get_logprobs(self, batch: TokenBatch, temperature: float = 1.0) -> torch.Tensor:
+    def get_logprobs(self, batch: TokenBatch, temperature: float = 1.0, *, targets_only: bool = False) -> torch.Tensor:
         """``[B, T]`` fp32 log-probs of each token given its prefix under softmax(logits / temperature)
-        (0 at t=0 and on padding)."""
+        (0 at t=0 and on padding; ``targets_only``: exact on ``loss_mask`` tokens, the prompt's may be 0)."""
         results = self.workers.call_sharded("get_logprobs", self._shards(batch), shard_of_rank=self._dp_rank,
-                                            temperature=temperature)
+                                            temperature=temperature, targets_only=targets_only)
         return torch.cat(self._per_dp_shard(results))
 
-    def get_topk_logits(self, batch: TokenBatch, k: int, temperature: float = 1.0) -> TopkLogits:
-        """``[B, T, k]`` top-k logits / temperature and global ids (row t describes token t + 1)."""
+    def get_topk_logits(self, batch: TokenBatch, k: int, temperature: float = 1.0, *, targets_only: bool = False) -> TopkLogits:
+        """``[B, T, k]`` top-k logits / temperature and global ids (row t describes token t + 1;
+        ``targets_only``: exact on the rows that predict ``loss_mask`` tokens, the prompt's may be zeros)."""
         results = self._per_dp_shard(self.workers.call_sharded(
-            "get_topk_logits", self._shards(batch), shard_of_rank=self._dp_rank, k=k, temperature=temperature))
+            "get_topk_logits", self._shards(batch), shard_of_rank=self._dp_rank, k=k, temperature=temperature,
+            targets_only=targets_only))
         return TopkLogits(values=torch.cat([r.values for r in results]), indices=torch.cat([r.indices for r in results]))
 
     def save_checkpoint(self, path: str, *, save_optimizer: bool = True) -> None:

@@ -30,6 +30,7 @@ after forward (FSDP2's default for the root), so the recompute in backward finds
 
 from __future__ import annotations
 
+import inspect
 from typing import Callable, TypeVar
 
 import torch
@@ -49,14 +50,35 @@ def score_with_chunked_head(
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
     score: Callable[[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]], Result],
+    *,
+    first_row: int = 0,
 ) -> Result:
     """``score(hidden [B, T, H], head)`` computed inside one forward of ``model``; no full logits exist.
 
     ``head`` maps ``[B, rows, H]`` to ``[B, rows, V]`` raw logits (the model's output embedding).
+    ``first_row > 0`` hands ``score`` only ``hidden[:, first_row:]`` and returns its result (a tensor or
+    a tuple of tensors, columns on dim 1) with ``first_row`` zero columns in front, for when the rows
+    before ``first_row`` are not needed (:meth:`TokenBatch.first_target_row`). Columns from
+    ``first_row + 1`` on are exact for a column-local score; column ``first_row`` is exact for one that
+    reads hidden row ``t`` alone (:func:`~.logprobs.head_topk`), not for one that also reads row
+    ``t - 1`` (:func:`~.logprobs.head_token_logprobs` gives its constant 0 there).
     Raises :class:`ChunkedHeadUnsupported` when the model has no output embedding, does not give it
     ``[B, T, H]``, or changes the logits after it (see the module docstring).
     """
-    return _forward_with_head_hook(model, input_ids, attention_mask, score)[0]
+    if not 0 <= first_row < input_ids.shape[1]:
+        raise ValueError(f"first_row must be in [0, {input_ids.shape[1] - 1}], got {first_row}")
+    if first_row == 0:
+        return _forward_with_head_hook(model, input_ids, attention_mask, score)[0]
+    result = _forward_with_head_hook(model, input_ids, attention_mask,
+                                     lambda hidden, head: score(hidden[:, first_row:], head))[0]
+    return _zero_columns_in_front(result, first_row)
+
+
+def _zero_columns_in_front(result, columns: int):
+    """``result`` (a tensor or a tuple of them, ``[B, t, ...]``) with ``columns`` zero columns prepended on dim 1."""
+    if isinstance(result, tuple):
+        return tuple(_zero_columns_in_front(part, columns) for part in result)
+    return torch.cat([result.new_zeros((result.shape[0], columns, *result.shape[2:])), result], dim=1)
 
 
 WindowLoss = Callable[[torch.Tensor, slice], tuple[torch.Tensor, dict[str, float]]]
@@ -68,6 +90,8 @@ def train_loss_with_chunked_head(
     attention_mask: torch.Tensor,
     window_rows: int,
     window_loss: WindowLoss,
+    *,
+    first_row: int = 0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """``(Σ_w loss_w, Σ_w metrics_w)`` over windows ``w`` of ``window_rows`` prediction rows (the last one
     shorter), where ``(loss_w, metrics_w) = window_loss(head(hidden[:, w]), w)``; one forward of ``model``,
@@ -75,8 +99,10 @@ def train_loss_with_chunked_head(
 
     Args:
         input_ids / attention_mask: ``[B, T]`` the micro-batch.
-        window_rows: prediction rows per head call (>= 1); windows cover rows ``0 .. T-1``.
+        window_rows: prediction rows per head call (>= 1); windows cover rows ``first_row .. T-1``.
         window_loss: ``(logits [B, rows, V] raw, rows: slice) -> (scalar loss share, additive float metrics)``.
+        first_row: rows before it get no window (the prompt's, :meth:`TokenBatch.first_target_row`):
+            exact for a loss whose rows without target tokens add 0 to the loss and to every metric.
 
     Each window runs under ``checkpoint(..., use_reentrant=False)``: only ``hidden[:, w]`` is saved, so
     a window's logits are freed once its loss is computed and recomputed one window at a time in
@@ -89,10 +115,12 @@ def train_loss_with_chunked_head(
     """
     if window_rows < 1:
         raise ValueError(f"window_rows must be >= 1, got {window_rows}")
+    if not 0 <= first_row < input_ids.shape[1]:
+        raise ValueError(f"first_row must be in [0, {input_ids.shape[1] - 1}], got {first_row}")
 
     def windowed(hidden: torch.Tensor, head: Callable[[torch.Tensor], torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         total, sums = None, {}
-        for start in range(0, hidden.shape[1], window_rows):
+        for start in range(first_row, hidden.shape[1], window_rows):
             rows = slice(start, min(start + window_rows, hidden.shape[1]))
             loss, metrics = checkpoint(lambda piece, rows=rows: window_loss(head(piece), rows), hidden[:, rows],
                                        use_reentrant=False)
@@ -103,6 +131,13 @@ def train_loss_with_chunked_head(
 
     (loss, sums), output = _forward_with_head_hook(model, input_ids, attention_mask, windowed)
     return loss + output.logits[..., :0].sum(), sums
+
+
+def accepts_logits_to_keep(model: torch.nn.Module) -> bool:
+    """Whether ``model``'s forward (a peft wrapper's base model's) takes HF's ``logits_to_keep``: an int
+    ``n`` applies the output embedding to the last ``n`` hidden rows only."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "logits_to_keep" in inspect.signature(base.forward).parameters
 
 
 def shared_prefix_length(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> int:

@@ -30,8 +30,9 @@ from nemo_distill.models.policy.config import OptimizerConfig, PolicyConfig, Sch
 from nemo_distill.models.policy.compilation import compile_decoder_layers
 from nemo_distill.models.policy.optimizer import build_adamw
 from nemo_distill.models.policy.grad_norm import clip_grad_norm
-from nemo_distill.models.policy.head_scoring import (ChunkedHeadUnsupported, score_with_chunked_head, score_with_shared_prefix,
-                                                     shared_prefix_length, train_loss_with_chunked_head)
+from nemo_distill.models.policy.head_scoring import (ChunkedHeadUnsupported, accepts_logits_to_keep, score_with_chunked_head,
+                                                     score_with_shared_prefix, shared_prefix_length,
+                                                     train_loss_with_chunked_head)
 from nemo_distill.models.policy.interfaces import LossFunction, RankInfo, StepCounts, TopkLogits, TrainMetrics
 from nemo_distill.models.policy.logprobs import head_token_logprobs, head_topk, token_logprobs
 from nemo_distill.models.policy.lora import apply_lora, lora_scale
@@ -148,6 +149,8 @@ class PolicyWorker(WeightExportMixin):
         # ... and runs a prefix all rows share once (head_scoring.score_with_shared_prefix), except with
         # compiled layers (traced without a KV cache) or after a model returned no usable cache.
         self.share_prefix = not cfg.compile_decoder_layers
+        # Training without row windows still skips the prompt rows' output layer via HF's logits_to_keep.
+        self.keeps_logit_rows = accepts_logits_to_keep(self.model)
         self._full_logits_reasons_logged: set[str] = set()  # why training used full logits despite train_head_chunk_rows
         self._transfer_buffer: torch.Tensor | None = None  # packed refit bucket (GPU transports), reused
         self._transfer_group = None  # rank 0's process group with the generation workers (broadcast refit)
@@ -185,9 +188,11 @@ class PolicyWorker(WeightExportMixin):
         full = context_parallel.gather_load_balanced(local, self.layout.cp_group, dim=1)
         return full[:, :seq_len]
 
-    def _score_with_chunked_head(self, batch: TokenBatch, score):
+    def _score_with_chunked_head(self, batch: TokenBatch, score, *, first_row: int = 0):
         """``score(hidden [b, t, H], head, input_ids [b, t])`` (column-local: :mod:`.head_scoring`) from the
-        forward, or None when this worker must use full logits (TP/CP, or logits that are not ``head(hidden)``)."""
+        forward, or None when this worker must use full logits (TP/CP, or logits that are not ``head(hidden)``).
+        ``first_row``: columns before it may come back as zeros (``score_with_chunked_head``'s ``first_row``;
+        a shared-prefix batch, which scores its prefix once anyway, computes them all)."""
         if not self.chunked_head:
             return None
         # A prefix of at least logprob_shared_prefix_min_tokens that every row shares runs once. FSDP2
@@ -207,8 +212,8 @@ class PolicyWorker(WeightExportMixin):
                 log.warning("scoring without a shared prefix from now on: %s", error)
                 self.share_prefix = False
         try:
-            return score_with_chunked_head(self.model, batch.input_ids, batch.attention_mask,
-                                           lambda hidden, head: score(hidden, head, batch.input_ids))
+            return score_with_chunked_head(self.model, batch.input_ids, batch.attention_mask, first_row=first_row,
+                                           score=lambda hidden, head: score(hidden, head, batch.input_ids[:, first_row:]))
         except ChunkedHeadUnsupported as error:
             log.warning("scoring with full [B, T, V] logits from now on: %s", error)
             self.chunked_head = False
@@ -292,20 +297,32 @@ class PolicyWorker(WeightExportMixin):
         forward or the backward. Otherwise ``loss_fn`` gets the full logits.
         """
         window_rows = self._train_head_window_rows(loss_fn)
+        # Rows before the first target token (the prompt's) feed no loss: the output layer skips them.
+        first_row = micro.first_target_row() if self._loss_reads_row_windows(loss_fn) else 0
         if window_rows:
             try:
                 return train_loss_with_chunked_head(
                     self.model, micro.input_ids, micro.attention_mask, window_rows,
-                    lambda logits, rows: loss_fn(logits, micro, counts=counts, rows=rows))
+                    lambda logits, rows: loss_fn(logits, micro, counts=counts, rows=rows), first_row=first_row)
             except ChunkedHeadUnsupported as error:
                 log.warning("training and scoring with full [B, T, V] logits from now on: %s", error)
                 self.chunked_head = False
+        if first_row and self.keeps_logit_rows:
+            logits = self.model(input_ids=micro.input_ids, attention_mask=micro.attention_mask, use_cache=False,
+                                logits_to_keep=micro.seq_len - first_row).logits
+            loss, metrics = loss_fn(logits, micro, counts=counts, rows=slice(first_row, micro.seq_len))
+            return loss + logits[:, :0].sum(), metrics
         logits = self._forward_logits(micro)
         loss, metrics = loss_fn(logits, micro, counts=counts)
         # A micro-batch of one token has no prediction rows, and a loss built only from them (SFT,
         # GRPO) then does not depend on the logits: tie it to them through a zero-size slice (adds
         # exactly 0) so backward still runs through the model, as FSDP's collectives need on every rank.
         return loss + logits[:, :0].sum(), metrics
+
+    def _loss_reads_row_windows(self, loss_fn: LossFunction) -> bool:
+        """Whether ``loss_fn`` may get a window of logit rows: it declares ``supports_row_windows`` and
+        this worker's logits are whole-vocabulary and whole-sequence (tp = cp = 1)."""
+        return bool(getattr(loss_fn, "supports_row_windows", False)) and not self.vocab_sharded and self.layout.cp_size == 1
 
     def _train_head_window_rows(self, loss_fn: LossFunction) -> int:
         """``train_head_chunk_rows`` when the windowed output layer can be used for ``loss_fn``, else 0
@@ -330,17 +347,20 @@ class PolicyWorker(WeightExportMixin):
 
     # ------------------------------------------------------------------ scoring
     @torch.no_grad()
-    def get_logprobs(self, batch: TokenBatch, temperature: float = 1.0) -> torch.Tensor:
+    def get_logprobs(self, batch: TokenBatch, temperature: float = 1.0, *, targets_only: bool = False) -> torch.Tensor:
         """``[B, T]`` fp32 ``log p(input_ids[b, t] | input_ids[b, :t])`` under ``softmax(logits / temperature)``
         (:func:`~nemo_distill.models.policy.logprobs.token_logprobs`); 0 at ``t = 0`` and on padding.
-        The fp32 log-softmax runs ``logprob_chunk_size`` rows at a time."""
+        The fp32 log-softmax runs ``logprob_chunk_size`` rows at a time. ``targets_only``: exact on the
+        ``loss_mask`` tokens; the prompt's tokens before a micro-batch's first target may be 0 (their
+        rows skip the output layer)."""
         self.model.eval()
         pieces = []
         for micro in batch.to(self.device).micro_batches(self.cfg.logprob_batch_size):
             trimmed = micro.trim_padding()
             chunk, vocab = self.cfg.logprob_chunk_size, int(self.model.config.vocab_size)
             scores = self._score_with_chunked_head(trimmed, lambda hidden, head, input_ids: head_token_logprobs(
-                hidden, head, input_ids, chunk, temperature=temperature, vocab_size=vocab))
+                hidden, head, input_ids, chunk, temperature=temperature, vocab_size=vocab),
+                first_row=trimmed.first_target_row() if targets_only else 0)
             if scores is None:
                 logits = self._forward_logits(trimmed)
                 scores = token_logprobs(logits, trimmed.input_ids, chunk, temperature=temperature)
@@ -351,10 +371,12 @@ class PolicyWorker(WeightExportMixin):
         return torch.cat(pieces)
 
     @torch.no_grad()
-    def get_topk_logits(self, batch: TokenBatch, k: int, temperature: float = 1.0) -> TopkLogits:
+    def get_topk_logits(self, batch: TokenBatch, k: int, temperature: float = 1.0, *, targets_only: bool = False) -> TopkLogits:
         """``[B, T, k]`` largest logits divided by ``temperature`` (fp32, descending) and their global ids.
 
-        Row ``t`` describes token ``t + 1``; rows at padding positions are zeros. Under TP each rank
+        Row ``t`` describes token ``t + 1``; rows at padding positions are zeros. ``targets_only``: exact on
+        the rows that predict ``loss_mask`` tokens; rows before a micro-batch's
+        :meth:`~TokenBatch.first_target_row` may be zeros (they skip the output layer). Under TP each rank
         takes the top-k of its vocabulary shard and only ``k * tp`` candidates are exchanged.
         """
         vocab_size = int(self.model.config.vocab_size)
@@ -368,7 +390,8 @@ class PolicyWorker(WeightExportMixin):
         for micro in batch.to(self.device).micro_batches(self.cfg.logprob_batch_size):
             trimmed = micro.trim_padding()
             top = self._score_with_chunked_head(trimmed, lambda hidden, head, input_ids: head_topk(
-                hidden, head, k, self.cfg.logprob_chunk_size, temperature=temperature, vocab_size=vocab_size))
+                hidden, head, k, self.cfg.logprob_chunk_size, temperature=temperature, vocab_size=vocab_size),
+                first_row=trimmed.first_target_row() if targets_only else 0)
             if top is None:
                 top = chunked_topk_over_vocab_shards(self._forward_local_logits(trimmed), k, temperature,
                                                      self.cfg.logprob_chunk_size, tp_group)

@@ -207,11 +207,14 @@ class FakeScorer:
     def __init__(self):
         self.batches = []
 
-    def get_logprobs(self, batch):
+    def get_logprobs(self, batch, *, targets_only=False):
         self.batches.append(batch)
         rows = torch.arange(batch.size, dtype=torch.float32)[:, None]
         columns = torch.arange(batch.seq_len, dtype=torch.float32)[None, :]
-        return -(rows + 0.01 * columns + 0.0001 * batch.input_ids.float())
+        logprobs = -(rows + 0.01 * columns + 0.0001 * batch.input_ids.float())
+        # targets_only promises only the loss_mask tokens: the strictest reading zeroes the rest, so a
+        # caller that read a prompt column would see 0 and fail the expected values.
+        return logprobs * batch.loss_mask if targets_only else logprobs
 
 
 CONTEXT = "CTX: "

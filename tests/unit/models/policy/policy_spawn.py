@@ -73,6 +73,14 @@ def make_batch(batch_size: int = 4, seq_len: int = 12, *, seed: int = 0, vocab_s
     return TokenBatch(input_ids=input_ids, attention_mask=attention_mask, loss_mask=loss_mask, sample_mask=sample_mask)
 
 
+def target_prediction_rows(batch: TokenBatch) -> torch.Tensor:
+    """``[B, T]`` bool: rows ``t`` that predict a ``loss_mask`` token ``t + 1``, the top-k rows a loss reads
+    (``get_topk_logits`` may leave the prompt's rows before them zero)."""
+    rows = torch.zeros_like(batch.loss_mask, dtype=torch.bool)
+    rows[:, :-1] = batch.loss_mask[:, 1:].bool()
+    return rows
+
+
 @dataclass
 class MaskedNLLLoss:
     """Σ over valid targets of −log p(token t | < t), divided by the global valid-token count."""

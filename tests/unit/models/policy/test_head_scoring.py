@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from nemo_distill.models.loading import load_causal_lm
-from nemo_distill.models.policy.head_scoring import ChunkedHeadUnsupported, score_with_chunked_head
+from nemo_distill.models.policy.head_scoring import (ChunkedHeadUnsupported, accepts_logits_to_keep, score_with_chunked_head,
+                                                     train_loss_with_chunked_head)
 from nemo_distill.models.policy.logprobs import head_token_logprobs, head_topk, token_logprobs
 
 SEQ_LEN = 7
@@ -63,6 +64,62 @@ def test_chunked_head_matches_full_logits(model, chunk):
     with torch.no_grad():
         full = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
     torch.testing.assert_close(logprobs, token_logprobs(full, input_ids, chunk, temperature=temperature).float())
+
+
+@pytest.mark.parametrize("first_row", [1, SEQ_LEN - 1])
+def test_scoring_from_a_first_row_leaves_the_rows_before_it_zero(model, first_row):
+    input_ids, attention_mask = _batch(model.config.vocab_size)
+    logits64, _ = _brute_force(model, input_ids, attention_mask, 1.0)
+    rows_seen: list[int] = []
+    hook = model.get_output_embeddings().register_forward_hook(lambda m, args, out: rows_seen.append(args[0].shape[1]))
+    try:
+        with torch.no_grad():
+            values, indices = score_with_chunked_head(model, input_ids, attention_mask, first_row=first_row,
+                                                      score=lambda hidden, head: head_topk(hidden, head, 3, 64))
+    finally:
+        hook.remove()
+    assert values.shape == indices.shape == (3, SEQ_LEN, 3)
+    expected = torch.topk(logits64[:, first_row:], 3, dim=-1)
+    assert torch.equal(indices[:, first_row:], expected.indices)
+    torch.testing.assert_close(values[:, first_row:].double(), expected.values, rtol=1e-5, atol=1e-5)
+    assert not values[:, :first_row].any() and not indices[:, :first_row].any()
+    assert sorted(rows_seen) == [1, SEQ_LEN - first_row]  # the model's own last row, then ours: no prompt rows
+    with pytest.raises(ValueError, match="first_row"):
+        score_with_chunked_head(model, input_ids, attention_mask, lambda hidden, head: hidden, first_row=SEQ_LEN)
+
+
+def test_training_windows_start_at_the_first_row(model):
+    """Windows cover rows first_row .. T-1 only; their summed loss is the loss of those rows."""
+    input_ids, attention_mask = _batch(model.config.vocab_size)
+    first_row, window_rows = 2, 2
+    windows: list[slice] = []
+
+    def window_loss(logits, rows):
+        windows.append(rows)
+        return logits.float().logsumexp(dim=-1).sum(), {"rows": float(rows.stop - rows.start)}
+
+    loss, metrics = train_loss_with_chunked_head(model, input_ids, attention_mask, window_rows, window_loss, first_row=first_row)
+    assert windows[: 3] == [slice(2, 4), slice(4, 6), slice(6, 7)] and metrics == {"rows": SEQ_LEN - first_row}
+    with torch.no_grad():
+        full = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits.double()
+    torch.testing.assert_close(loss.double(), full[:, first_row:].logsumexp(dim=-1).sum(), rtol=1e-5, atol=1e-4)
+    with pytest.raises(ValueError, match="first_row"):
+        train_loss_with_chunked_head(model, input_ids, attention_mask, 2, window_loss, first_row=-1)
+
+
+def test_accepts_logits_to_keep(model):
+    assert accepts_logits_to_keep(model)  # HF causal LMs
+    assert not accepts_logits_to_keep(_ScaledLogits(model))  # forward(**kwargs) names no such argument
+
+    class _PeftLike(torch.nn.Module):  # a peft wrapper: its forward takes **kwargs, the base model decides
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def get_base_model(self):
+            return self.inner
+
+    assert accepts_logits_to_keep(_PeftLike(model)) and not accepts_logits_to_keep(_PeftLike(_ScaledLogits(model)))
 
 
 class _ScaledLogits(torch.nn.Module):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from policy_spawn import make_batch, run_ranks
+from policy_spawn import make_batch, run_ranks, target_prediction_rows
 from worker_scenarios import teacher_and_checkpointed_student, train_and_score
 
 STEPS = 5
@@ -60,6 +60,24 @@ def test_logprobs_match_float64_hf_model(single, hf_logits, batch):
     assert logprobs.dtype == torch.float32 and logprobs.shape == batch.input_ids.shape
     torch.testing.assert_close(logprobs.double(), _reference_logprobs(hf_logits, batch), atol=2e-5, rtol=0)
     assert torch.all(logprobs[:, 0] == 0) and torch.all(logprobs[batch.attention_mask == 0] == 0)
+
+
+def test_targets_only_scoring_is_exact_on_targets_and_skips_the_prompt(single, hf_logits, batch):
+    """``targets_only=True``: log-probs exact on the loss_mask tokens, top-k on the rows predicting them;
+    the 3-token prompt's rows before a micro-batch's first target row (row 2) skip the output layer."""
+    targets = batch.loss_mask.bool()
+    logprobs = single["logprobs_targets"]
+    torch.testing.assert_close(logprobs[targets].double(), _reference_logprobs(hf_logits, batch)[targets], atol=2e-5, rtol=0)
+    needed = target_prediction_rows(batch)
+    topk = single["topk_targets"]
+    expected_values, expected_indices = torch.topk(hf_logits / TEMPERATURE, K, dim=-1)
+    torch.testing.assert_close(topk.values[needed].double(), expected_values[needed], atol=2e-5, rtol=0)
+    assert torch.equal(topk.indices[needed], expected_indices[needed])
+    # Micro-batches of 3: samples 0-2 share one whose first target row is 2; sample 3 (no targets) is
+    # alone in the other, which scores every row.
+    assert not topk.values[:3, :2].any() and not topk.indices[:3, :2].any()
+    assert not logprobs[:3, :2].any()  # column 2 (hidden row 1) is not a target either: may be 0 too
+    assert torch.equal(topk.values[3], single["topk"].values[3]) and torch.equal(logprobs[3], single["logprobs_initial"][3])
 
 
 def test_topk_matches_float64_hf_model(single, hf_logits, batch):

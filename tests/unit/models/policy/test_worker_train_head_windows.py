@@ -1,7 +1,9 @@
 """PolicyWorker training with ``policy.train_head_chunk_rows`` (the output embedding a window of
 prediction rows at a time, each window's loss under activation checkpointing) equals training on
 full logits: loss, grad norm, loss metrics and updated weights, for the SFT, GRPO and top-k
-distillation losses; one CPU rank, gloo, FSDP2, fp32, no Ray.
+distillation losses; one CPU rank, gloo, FSDP2, fp32, no Ray. So does the default path without
+windows, which skips the prompt's rows through HF's ``logits_to_keep`` (the reference here turns that
+off: ``worker.keeps_logit_rows = False``). Windows, too, start at the first target row.
 
 Two workers: a full fine-tune of a tiny Qwen3 with TIED embeddings (the head's weight is also the
 input embedding), and a LoRA student (peft wrapper) with activation checkpointing. The head never
@@ -101,12 +103,15 @@ def train_both_ways(rank: int, tied_dir: str, untied_dir: str, batch: TokenBatch
         assert worker.cfg.dtensor_cfg.enabled and worker.lora_enabled == (role == "lora")
         head_rows: list[int] = []
         worker.model.get_output_embeddings().register_forward_hook(lambda m, args, out: head_rows.append(args[0].shape[1]))
+        keeps_logit_rows = worker.keeps_logit_rows
+        assert keeps_logit_rows  # Qwen3 (and through peft) takes logits_to_keep
         for name, (loss_fn, loss_batch) in _loss_cases(worker, batch).items():
-            for window in (0, *WINDOWS[role]):
+            for window in ("full logits", 0, *WINDOWS[role]):
                 if name == "unsupported" and role == "lora":
                     continue
                 worker.reset()
-                worker.cfg.train_head_chunk_rows = window
+                worker.keeps_logit_rows = keeps_logit_rows and window != "full logits"
+                worker.cfg.train_head_chunk_rows = 0 if window == "full logits" else window
                 head_rows.clear()
                 metrics = worker.train(loss_batch, loss_fn)
                 trained = {key: value for key, value in full_parameters(worker.model).items()
@@ -121,16 +126,18 @@ def test_windowed_output_layer_trains_like_full_logits(tiny_model_dir, tmp_path)
     result = run_ranks(train_both_ways, 1, tied_dir, tiny_model_dir, batch)[0]
     for role in ("full", "lora"):
         for name in ("sft", "grpo", "distill", "unsupported")[: 4 if role == "full" else 3]:
-            reference, ref_params, ref_rows, _ = result[(role, name, 0)]
-            assert ref_rows == 12  # knob off: the head saw the whole micro-batch
+            reference, ref_params, ref_rows, _ = result[(role, name, "full logits")]
+            assert ref_rows == 12  # the head saw the whole micro-batch
             assert reference.grad_norm > 0 and not reference.skipped
-            for window in WINDOWS[role]:
+            for window in (0, *WINDOWS[role]):
                 metrics, params, rows, chunked = result[(role, name, window)]
                 case = (role, name, window)
                 assert chunked, case  # the self-check passed
-                # Knob on: one window per head call (in forward and in the backward's recompute), plus
-                # the model's own last row; a loss without supports_row_windows keeps full logits.
-                assert rows == (12 if name == "unsupported" else min(window, 12)), case
+                # The batch's 3 prompt tokens leave 12 - 2 prediction rows with targets. Window 0: the head
+                # sees them at once (logits_to_keep); windows: one window per head call (in forward and
+                # in the backward's recompute), plus the model's own last row; a loss without
+                # supports_row_windows keeps full logits.
+                assert rows == (12 if name == "unsupported" else min(window or 10, 10)), case
                 assert abs(metrics.loss - reference.loss) <= 1e-6 * max(1.0, abs(reference.loss)), case
                 assert abs(metrics.grad_norm - reference.grad_norm) <= 1e-6 * max(1.0, reference.grad_norm), case
                 assert metrics.loss_metrics.keys() == reference.loss_metrics.keys(), case

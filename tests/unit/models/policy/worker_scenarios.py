@@ -42,6 +42,8 @@ def train_and_score(rank: int, model_dir: str, batch: TokenBatch, *, tp: int, mi
     result["export"] = worker.state_dict_for_export()
     result["logprobs_initial"] = worker.get_logprobs(batch)
     result["topk"] = worker.get_topk_logits(batch, k, temperature=temperature)
+    result["logprobs_targets"] = worker.get_logprobs(batch, targets_only=True)
+    result["topk_targets"] = worker.get_topk_logits(batch, k, temperature=temperature, targets_only=True)
     shard = dp_shard(worker, batch)
     worker.optimizer.zero_grad(set_to_none=True)
     worker._accumulate_gradients(shard.to(worker.device), loss_fn)
