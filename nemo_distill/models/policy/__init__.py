@@ -13,6 +13,7 @@
 * :mod:`.lora`             -- peft wrapping, name mapping, merging, adapter files
 * :mod:`.weights`          -- streaming full HF-named weights out of the shards (refit, ``model/`` folder)
 * :mod:`.checkpointing`    -- checkpoint layout, save / load (DCP + HF folder + adapter + RNG)
+* :mod:`.device_memory`    -- offload / onload of weights and AdamW moments, memory figures (colocation)
 
 Every ``PolicyWorker`` method is a collective: all ranks of a group call it together.
 """

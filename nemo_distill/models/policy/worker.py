@@ -39,13 +39,11 @@ from nemo_distill.models.policy.lora import apply_lora, lora_scale
 from nemo_distill.models.policy.lr_schedule import lr_multiplier
 from nemo_distill.models.policy.parallel import apply_fsdp2, apply_tensor_parallel, build_mesh, sum_head_local_grads
 from nemo_distill.models.policy.vocab_parallel import chunked_topk_over_vocab_shards, gather_vocab_shards
+from nemo_distill.models.policy.device_memory import DeviceMemoryMixin
 from nemo_distill.models.policy.weight_export import WeightExportMixin
 from nemo_distill.utils.cpu_threads import configure_cpu_threads
 
 log = logging.getLogger(__name__)
-
-OFFLOAD_EVENTS = ("offload_model", "onload_model", "offload_optimizer", "onload_optimizer")
-
 
 def _pick_device() -> torch.device:
     if not torch.cuda.is_available():
@@ -64,7 +62,7 @@ def _pad_rows(tensor: torch.Tensor, seq_len: int) -> torch.Tensor:
     return torch.cat([tensor, tensor.new_zeros((tensor.shape[0], missing, *tensor.shape[2:]))], dim=1)
 
 
-class PolicyWorker(WeightExportMixin):
+class PolicyWorker(DeviceMemoryMixin, WeightExportMixin):
     """One rank of a policy; ``trainable=False`` makes a frozen teacher (no optimizer, eval mode, no grads).
 
     Args:
@@ -412,49 +410,6 @@ class PolicyWorker(WeightExportMixin):
         """Restore weights, and when trainable optimizer / scheduler / RNG, from a :meth:`save_checkpoint` folder."""
         checkpointing.load(self, Path(path))
 
-    # ------------------------------------------------------------------ memory management
-    def _move_optimizer_state(self, device: torch.device | str) -> None:
-        for state in self.optimizer.state.values():
-            for name, value in state.items():
-                if isinstance(value, torch.Tensor) and name != "step":
-                    state[name] = value.to(device, non_blocking=True)
-
-    def offload_to_cpu(self) -> None:
-        """Move the (sharded) weights to CPU memory so a colocated role can use the GPU (no-op on CPU)."""
-        self.offload_events.append("offload_model")
-        if self.device.type == "cuda" and not self.cfg.dtensor_cfg.cpu_offload:
-            self.model.to("cpu")
-            torch.cuda.empty_cache()
-
-    def onload_to_device(self) -> None:
-        self.offload_events.append("onload_model")
-        if self.device.type == "cuda" and not self.cfg.dtensor_cfg.cpu_offload:
-            self.model.to(self.device)
-
-    def offload_optimizer(self) -> None:
-        """Move AdamW moments to CPU memory (e.g. while the teacher scores on the same GPU; no-op on CPU)."""
-        self.offload_events.append("offload_optimizer")
-        if self.optimizer is not None and self.device.type == "cuda":
-            self._move_optimizer_state("cpu")
-            torch.cuda.empty_cache()
-
-    def onload_optimizer(self) -> None:
-        self.offload_events.append("onload_optimizer")
-        if self.optimizer is not None and self.device.type == "cuda" and not self.cfg.dtensor_cfg.cpu_offload:
-            self._move_optimizer_state(self.device)
-
-    def device_memory_info(self) -> dict[str, int]:
-        """``free_bytes`` / ``total_bytes`` of this rank's GPU (0 on CPU) and ``optimizer_bytes``: the AdamW
-        moments (two per trainable element, in the parameter's dtype) this rank holds once training starts."""
-        local = [param.to_local() if hasattr(param, "to_local") else param for param in self.trainable_parameters()]
-        optimizer_bytes = 2 * sum(t.numel() * t.element_size() for t in local) if self.optimizer is not None else 0
-        free, total = torch.cuda.mem_get_info(self.device) if self.device.type == "cuda" else (0, 0)
-        return {"free_bytes": int(free), "total_bytes": int(total), "optimizer_bytes": int(optimizer_bytes)}
-
-    def get_offload_events(self) -> list[str]:
-        """Offload/onload calls so far, in order (each one of :data:`OFFLOAD_EVENTS`)."""
-        return list(self.offload_events)
-
     # ------------------------------------------------------------------ introspection
     def get_rank_info(self) -> RankInfo:
         layout = self.layout
@@ -465,8 +420,6 @@ class PolicyWorker(WeightExportMixin):
     def ping(self) -> bool:
         return True
 
-    def peak_memory_gib(self) -> float:
-        return torch.cuda.max_memory_allocated() / 2**30 if self.device.type == "cuda" else 0.0
 
     # ------------------------------------------------------------------ reset to the initial weights
     def _snapshot_trainable_state(self) -> dict[str, torch.Tensor]:
