@@ -208,3 +208,26 @@ def test_seed_001_flags_place_roles_and_check_inference_dp():
                       "cluster.teacher_gpu_ids=[2]", "cluster.trainer_gpu_ids=[3]", "cluster.inference_dp=3")
     with pytest.raises(ConfigError, match="cluster.inference_dp"):
         check_distillation_config(bad)
+
+
+def test_teacher_is_asked_for_the_target_rows_only():
+    """The loop's teacher call passes ``targets_only=True`` (the prompt's rows skip the output layer)."""
+    from types import SimpleNamespace
+
+    from nemo_distill.algorithms.distillation import teacher_topk_for_rollouts
+    from nemo_distill.models.policy.interfaces import TopkLogits
+
+    cfg = validate(with_schema_defaults(load_config(BASE_CONFIG), DistillationMasterConfig), DistillationMasterConfig)
+    assert not cfg.distillation.context_distillation.enabled
+    calls = []
+
+    def get_topk_logits(batch, k, temperature=1.0, **kwargs):
+        calls.append(kwargs)
+        return TopkLogits(values=torch.zeros(batch.size, batch.seq_len, k), indices=torch.zeros(batch.size, batch.seq_len, k, dtype=torch.int32))
+
+    batch = TokenBatch(input_ids=torch.zeros(2, 5, dtype=torch.long), attention_mask=torch.ones(2, 5), loss_mask=torch.ones(2, 5),
+                       sample_mask=torch.ones(2))
+    rt = SimpleNamespace(cfg=cfg, frozen=SimpleNamespace(get_topk_logits=get_topk_logits))
+    extras, _ = teacher_topk_for_rollouts(rt, SimpleNamespace(token_batch=batch), step=1)
+    assert calls == [{"targets_only": True}]
+    assert extras[TEACHER_TOPK_LOGITS].shape == (2, 5, cfg.distillation.topk_logits_k)

@@ -135,7 +135,10 @@ def test_worker_topk_and_trainer_loss_agree_for_a_self_teacher(single_rank_gloo,
     teacher = PolicyWorker(TeacherConfig(model_name=tiny_model_dir, precision="float32", dtensor_cfg=no_fsdp), trainable=False)
     # A tiny random model's logits are nearly flat; a low temperature makes the one-sided error visible.
     temperature = 0.1
-    topk = teacher.get_topk_logits(batch, k, temperature=temperature)
+    # As the distillation loop asks: the prompt's rows (before row 2) skip the output layer, in the
+    # teacher's top-k and in the student's training forward (logits_to_keep).
+    topk = teacher.get_topk_logits(batch, k, temperature=temperature, targets_only=True)
+    assert not topk.values[:, :2].any()
     batch.extras.update({TEACHER_TOPK_LOGITS: topk.values, TEACHER_TOPK_INDICES: topk.indices})
 
     student = PolicyWorker(PolicyConfig(model_name=tiny_model_dir, precision="float32", train_global_batch_size=2,
