@@ -6,7 +6,9 @@
 
 Samplers: ``generate`` and ``loop`` as the config names them, and ``loop_repeat_kv``: the loop with
 HF's own ``sdpa`` attention, whose keys and values are copied per query head under a mask (what the
-loop's grouped decode attention, ``generation/grouped_decode_attention.py``, avoids).
+loop's grouped decode attention, ``generation/grouped_decode_attention.py``, avoids). The copies
+happen only under ``torch.compile`` (the GPU loop): eager HF ``sdpa`` already packs one query token
+per group, so on CPU ``loop`` and ``loop_repeat_kv`` run the same attention.
 
 One random Qwen3-shaped model (``qwen3_shapes.py``), one ``HFGenerationWorker`` per sampler in this
 process (``hf_static_cache=true``, so ``generate`` compiles its decode step too; bf16 on GPU, fp32 on

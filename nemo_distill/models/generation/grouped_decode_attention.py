@@ -80,3 +80,10 @@ def use_grouped_decode_attention(model: torch.nn.Module) -> bool:
     AttentionMaskInterface.register(GROUPED_DECODE_SDPA, sdpa_mask)
     config._attn_implementation = GROUPED_DECODE_SDPA
     return True
+
+
+def use_hf_sdpa_attention(model: torch.nn.Module) -> None:
+    """Undo :func:`use_grouped_decode_attention`: a model switched to it goes back to HF's ``sdpa``."""
+    config = getattr(model, "config", None)
+    if getattr(config, "_attn_implementation", None) == GROUPED_DECODE_SDPA:
+        config._attn_implementation = "sdpa"

@@ -34,7 +34,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from nemo_distill.models.generation.grouped_decode_attention import use_grouped_decode_attention
+from nemo_distill.models.generation.grouped_decode_attention import use_grouped_decode_attention, use_hf_sdpa_attention
 from nemo_distill.models.kv_cache import cache_keyword
 
 LogitsProcessor = Callable[[torch.Tensor | None, torch.Tensor], torch.Tensor]  # (ids, scores [B, V]) -> scores [B, V]
@@ -56,6 +56,8 @@ class StaticCacheSampler:
             raise ValueError(f"finished_check_every must be >= 1, got {finished_check_every}")
         self.model = model
         self.grouped_decode_attention = grouped_decode_attention and use_grouped_decode_attention(model)
+        if not grouped_decode_attention:
+            use_hf_sdpa_attention(model)  # a model an earlier sampler switched goes back
         self.cache_keyword = cache_keyword(model)
         self.finished_check_every = finished_check_every
         self._decode = torch.compile(self._forward, mode="reduce-overhead", fullgraph=True) if compile_decode else self._forward

@@ -45,7 +45,10 @@ class LossFunction(Protocol):
     Row windows (``policy.train_head_chunk_rows``): a loss whose class sets ``supports_row_windows =
     True`` also accepts ``rows=slice(start, stop)``; ``logits`` is then ``[b, stop - start, V]``,
     prediction rows ``start .. stop - 1`` only, and it returns that window's share (normalisers from
-    the whole micro-batch), so the shares of any split add up to the full-logits call.
+    the whole micro-batch), so the shares of any split add up to the full-logits call. Such a loss
+    must also give rows that predict no ``loss_mask`` token 0 loss and 0 in every metric: the worker
+    never computes the rows before a micro-batch's ``TokenBatch.first_target_row()`` (the prompt's),
+    with or without windows.
     """
 
     def __call__(

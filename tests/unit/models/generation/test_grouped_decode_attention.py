@@ -126,3 +126,12 @@ def test_sampler_decodes_through_packed_attention_with_the_same_result(fixture, 
             assert len(packed) == layers_x_decode_steps
     torch.testing.assert_close(results[True][0], results[False][0], atol=0, rtol=0)
     torch.testing.assert_close(results[True][1], results[False][1], atol=1e-9, rtol=0)
+
+
+def test_a_sampler_without_grouped_attention_undoes_an_earlier_switch(tiny_model_dir):
+    """Two samplers on one model: the second (``grouped_decode_attention=False``) runs HF's sdpa again."""
+    model = load_causal_lm(tiny_model_dir, dtype=torch.float32, device=torch.device("cpu")).eval()
+    assert StaticCacheSampler(model, compile_decode=False).grouped_decode_attention
+    assert model.config._attn_implementation == GROUPED_DECODE_SDPA
+    assert not StaticCacheSampler(model, compile_decode=False, grouped_decode_attention=False).grouped_decode_attention
+    assert model.config._attn_implementation == "sdpa"
