@@ -56,8 +56,8 @@ def time_sampler(model_dir: str, sampler: str, prompts: list[list[int]], new_tok
     if cuda:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
-    config = GenerationConfig(hf_static_cache=True, hf_sampler="generate" if sampler == "generate" else "loop", max_batch_size=len(prompts), temperature=1.0,
-                              max_new_tokens=new_tokens, seed=0)
+    config = GenerationConfig(hf_static_cache=True, hf_sampler="generate" if sampler == "generate" else "loop",
+                              max_batch_size=len(prompts), temperature=1.0, max_new_tokens=new_tokens, seed=0)
     generate, generated = generation_runner(model_dir, config, prompts, precision="bfloat16" if cuda else "float32",
                                             prepare=without_grouped_decode_attention if sampler == "loop_repeat_kv" else None)
     sync = torch.cuda.synchronize if cuda else (lambda: None)

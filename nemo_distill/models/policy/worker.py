@@ -28,6 +28,7 @@ from nemo_distill.models.policy import checkpointing, context_parallel
 from nemo_distill.models.policy.collectives import all_reduce_sum, all_reduce_sum_dict
 from nemo_distill.models.policy.config import OptimizerConfig, PolicyConfig, SchedulerConfig, TeacherConfig
 from nemo_distill.models.policy.compilation import compile_decoder_layers
+from nemo_distill.models.policy.device_memory import DeviceMemoryMixin
 from nemo_distill.models.policy.optimizer import build_adamw
 from nemo_distill.models.policy.grad_norm import clip_grad_norm
 from nemo_distill.models.policy.head_scoring import (ChunkedHeadUnsupported, accepts_logits_to_keep, score_with_chunked_head,
@@ -39,11 +40,11 @@ from nemo_distill.models.policy.lora import apply_lora, lora_scale
 from nemo_distill.models.policy.lr_schedule import lr_multiplier
 from nemo_distill.models.policy.parallel import apply_fsdp2, apply_tensor_parallel, build_mesh, sum_head_local_grads
 from nemo_distill.models.policy.vocab_parallel import chunked_topk_over_vocab_shards, gather_vocab_shards
-from nemo_distill.models.policy.device_memory import DeviceMemoryMixin
 from nemo_distill.models.policy.weight_export import WeightExportMixin
 from nemo_distill.utils.cpu_threads import configure_cpu_threads
 
 log = logging.getLogger(__name__)
+
 
 def _pick_device() -> torch.device:
     if not torch.cuda.is_available():
@@ -186,11 +187,12 @@ class PolicyWorker(DeviceMemoryMixin, WeightExportMixin):
         full = context_parallel.gather_load_balanced(local, self.layout.cp_group, dim=1)
         return full[:, :seq_len]
 
-    def _score_with_chunked_head(self, batch: TokenBatch, score, *, first_row: int = 0):
+    def _score_with_chunked_head(self, batch: TokenBatch, score, *, targets_only: bool = False):
         """``score(hidden [b, t, H], head, input_ids [b, t])`` (column-local: :mod:`.head_scoring`) from the
         forward, or None when this worker must use full logits (TP/CP, or logits that are not ``head(hidden)``).
-        ``first_row``: columns before it may come back as zeros (``score_with_chunked_head``'s ``first_row``;
-        a shared-prefix batch, which scores its prefix once anyway, computes them all)."""
+        ``targets_only``: the columns before ``batch.first_target_row()`` may come back as zeros
+        (``score_with_chunked_head``'s ``first_row``; a shared-prefix batch, which scores its prefix once
+        anyway, computes them all)."""
         if not self.chunked_head:
             return None
         # A prefix of at least logprob_shared_prefix_min_tokens that every row shares runs once. FSDP2
@@ -209,6 +211,7 @@ class PolicyWorker(DeviceMemoryMixin, WeightExportMixin):
             except ChunkedHeadUnsupported as error:
                 log.warning("scoring without a shared prefix from now on: %s", error)
                 self.share_prefix = False
+        first_row = batch.first_target_row() if targets_only else 0
         try:
             return score_with_chunked_head(self.model, batch.input_ids, batch.attention_mask, first_row=first_row,
                                            score=lambda hidden, head: score(hidden, head, batch.input_ids[:, first_row:]))
@@ -292,7 +295,8 @@ class PolicyWorker(DeviceMemoryMixin, WeightExportMixin):
         With ``train_head_chunk_rows`` (and a loss that supports row windows, tp = cp = 1, a model
         that passed head_scoring's self-check) the loss is the sum of its window shares,
         :func:`~.head_scoring.train_loss_with_chunked_head`: no ``[b, T, V]`` logits exist, in the
-        forward or the backward. Otherwise ``loss_fn`` gets the full logits.
+        forward or the backward. Otherwise ``loss_fn`` gets the logits of rows ``first_target_row() ..
+        T - 1`` (HF's ``logits_to_keep``, for such a loss and model) or the full logits.
         """
         window_rows = self._train_head_window_rows(loss_fn)
         # Rows before the first target token (the prompt's) feed no loss: the output layer skips them.
@@ -309,9 +313,9 @@ class PolicyWorker(DeviceMemoryMixin, WeightExportMixin):
             logits = self.model(input_ids=micro.input_ids, attention_mask=micro.attention_mask, use_cache=False,
                                 logits_to_keep=micro.seq_len - first_row).logits
             loss, metrics = loss_fn(logits, micro, counts=counts, rows=slice(first_row, micro.seq_len))
-            return loss + logits[:, :0].sum(), metrics
-        logits = self._forward_logits(micro)
-        loss, metrics = loss_fn(logits, micro, counts=counts)
+        else:
+            logits = self._forward_logits(micro)
+            loss, metrics = loss_fn(logits, micro, counts=counts)
         # A micro-batch of one token has no prediction rows, and a loss built only from them (SFT,
         # GRPO) then does not depend on the logits: tie it to them through a zero-size slice (adds
         # exactly 0) so backward still runs through the model, as FSDP's collectives need on every rank.
@@ -357,8 +361,7 @@ class PolicyWorker(DeviceMemoryMixin, WeightExportMixin):
             trimmed = micro.trim_padding()
             chunk, vocab = self.cfg.logprob_chunk_size, int(self.model.config.vocab_size)
             scores = self._score_with_chunked_head(trimmed, lambda hidden, head, input_ids: head_token_logprobs(
-                hidden, head, input_ids, chunk, temperature=temperature, vocab_size=vocab),
-                first_row=trimmed.first_target_row() if targets_only else 0)
+                hidden, head, input_ids, chunk, temperature=temperature, vocab_size=vocab), targets_only=targets_only)
             if scores is None:
                 logits = self._forward_logits(trimmed)
                 scores = token_logprobs(logits, trimmed.input_ids, chunk, temperature=temperature)
@@ -389,7 +392,7 @@ class PolicyWorker(DeviceMemoryMixin, WeightExportMixin):
             trimmed = micro.trim_padding()
             top = self._score_with_chunked_head(trimmed, lambda hidden, head, input_ids: head_topk(
                 hidden, head, k, self.cfg.logprob_chunk_size, temperature=temperature, vocab_size=vocab_size),
-                first_row=trimmed.first_target_row() if targets_only else 0)
+                targets_only=targets_only)
             if top is None:
                 top = chunked_topk_over_vocab_shards(self._forward_local_logits(trimmed), k, temperature,
                                                      self.cfg.logprob_chunk_size, tp_group)
