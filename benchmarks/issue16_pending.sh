@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Issue 16's measurements still owed to a GPU, in two device calls of under 10 minutes each.
+# Issue 16's measurements still owed to a GPU, in three device calls of under 10 minutes each.
 #
 #   bash benchmarks/issue16_pending.sh a    # ~5 min: grouped decode attention; teacher / train outside Ray; trainer memory with AC
 #   bash benchmarks/issue16_pending.sh b    # ~6 min: our step against TRL's in the same run (tied Qwen3-0.6B shape)
+#   bash benchmarks/issue16_pending.sh c    # ~6 min: our step alone, colocated overlap_generation, then + compiled layers
 #
 # Run from the repository root on the device with carry [".whl", ".tok"] (benchmarks/README.md, "Preparing
 # a GPU run"). Results go under $OUT (default /tmp/issue16) without the random models' weights; after each
@@ -56,6 +57,17 @@ case "$part" in
       2>&1 | quiet | tail -40
     snapshot
     ;;
-  *) echo "unknown part '$part' (a or b)" >&2; exit 2 ;;
+  c)
+    # Colocated overlap: step n+1's generation fills the GPU time the launch-bound training leaves idle
+    # (bound ~max(generation, teacher + training) + refit). Then the same with compiled decoder layers.
+    timeout 250 $PY benchmarks/compare_trl.py --steps 4 "${TOKENIZER[@]}" --skip trl --out "$OUT/ov" \
+      --ours-override policy.generation.hf_sampler=loop distillation.overlap_generation=true 2>&1 | quiet | tail -20
+    snapshot
+    timeout 300 $PY benchmarks/compare_trl.py --steps 4 "${TOKENIZER[@]}" --skip trl --out "$OUT/ov_compiled" \
+      --ours-override policy.generation.hf_sampler=loop distillation.overlap_generation=true \
+      policy.compile_decoder_layers=true teacher.compile_decoder_layers=true 2>&1 | quiet | tail -20
+    snapshot
+    ;;
+  *) echo "unknown part '$part' (a, b or c)" >&2; exit 2 ;;
 esac
 ls "$OUT"
