@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue 16's measurements still owed to a GPU, in three device calls of under 10 minutes each.
 #
-#   bash benchmarks/issue16_pending.sh a    # ~5 min: grouped decode attention; teacher / train outside Ray; trainer memory with AC
+#   bash benchmarks/issue16_pending.sh a    # ~6.5 min: grouped decode attention; teacher / train outside Ray; trainer memory with AC
 #   bash benchmarks/issue16_pending.sh b    # ~6 min: our step against TRL's in the same run (tied Qwen3-0.6B shape)
 #   bash benchmarks/issue16_pending.sh c    # ~6 min: our step alone, colocated overlap_generation, then + compiled layers
 #
@@ -11,7 +11,7 @@
 # SMOKE=1 runs part a on CPU at the tiny shape with $PY (tests/unit/benchmarks checks the script that way;
 # TOK then names a tokenizer folder, else the embedded model's is used).
 set -uo pipefail
-part=${1:?usage: issue16_pending.sh a|b}
+part=${1:?usage: issue16_pending.sh a|b|c}
 OUT=${OUT:-/tmp/issue16}
 PY=${PY:-python3}
 mkdir -p "$OUT"
@@ -44,6 +44,11 @@ case "$part" in
     # Teacher top-k (>= 200k tokens/s) and train (>= 30k tokens/s) outside Ray, prompt rows skipped.
     timeout 90 $PY benchmarks/profile_step.py "${TOKENIZER[@]}" "${PROF_ARGS[@]}" --phases teacher_topk train \
       --out "$OUT/prof" 2>&1 | quiet | grep -E '^(setting:|phase |teacher_topk |train )'
+    snapshot
+    # The same with fused RMSNorm kernels (student and teacher), the A/B in one run.
+    timeout 90 $PY benchmarks/profile_step.py "${TOKENIZER[@]}" "${PROF_ARGS[@]}" --phases teacher_topk train \
+      --out "$OUT/prof_fused_norm" --override policy.fused_rms_norm=true teacher.fused_rms_norm=true \
+      2>&1 | quiet | grep -E '^(setting:|phase |teacher_topk |train )'
     snapshot
     # Trainer memory (<= 12 GiB with activation checkpointing) on the tied model, output layer in windows.
     timeout 80 $PY benchmarks/profile_step.py "${TOKENIZER[@]}" "${PROF_ARGS[@]}" --phases train --out "$OUT/prof_ac" \

@@ -28,6 +28,7 @@ from nemo_distill.models.policy import checkpointing, context_parallel
 from nemo_distill.models.policy.collectives import all_reduce_sum, all_reduce_sum_dict
 from nemo_distill.models.policy.config import OptimizerConfig, PolicyConfig, SchedulerConfig, TeacherConfig
 from nemo_distill.models.policy.compilation import compile_decoder_layers
+from nemo_distill.models.policy.fused_norm import use_fused_rms_norm
 from nemo_distill.models.policy.device_memory import DeviceMemoryMixin
 from nemo_distill.models.policy.optimizer import build_adamw
 from nemo_distill.models.policy.grad_norm import clip_grad_norm
@@ -116,6 +117,8 @@ class PolicyWorker(DeviceMemoryMixin, WeightExportMixin):
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if not trainable:
             model.requires_grad_(False)
+        if cfg.fused_rms_norm:
+            use_fused_rms_norm(model)
         if cfg.compile_decoder_layers:
             compile_decoder_layers(model)
         self.vocab_sharded, self.head_local_modules = False, []

@@ -27,12 +27,15 @@ def test_part_a_cpu_smoke_run(tmp_path, tokenizer_cli_args):
     assert {row["sampler"] for row in samplers["samplers"]} == {"loop", "loop_repeat_kv"}
     phases = json.loads((tmp_path / "prof" / "profile_step.json").read_text())["phases"]
     assert [row["phase"] for row in phases] == ["teacher_topk", "train"]
+    fused = json.loads((tmp_path / "prof_fused_norm" / "profile_step.json").read_text())
+    assert "teacher.fused_rms_norm=true" in fused["setting"]["overrides"] and len(fused["phases"]) == 2
     windowed = json.loads((tmp_path / "prof_ac" / "profile_step.json").read_text())
     assert "policy.train_head_chunk_rows=64" in windowed["setting"]["overrides"]
     assert not list(tmp_path.rglob("*.safetensors"))  # the random models' weights never come back
     with tarfile.open(tmp_path / "issue16_a.tgz") as archive:
         names = archive.getnames()
-    assert {"./gs/generation_samplers.json", "./prof/profile_step.json", "./prof_ac/profile_step.json"} <= set(names)
+    assert {"./gs/generation_samplers.json", "./prof/profile_step.json", "./prof_ac/profile_step.json",
+            "./prof_fused_norm/profile_step.json"} <= set(names)
     assert "teacher_topk" in result.stdout and "loop_repeat_kv" in result.stdout
 
 
