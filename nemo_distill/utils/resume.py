@@ -72,9 +72,10 @@ ALLOWED_RESUME_CHANGES: tuple[str, ...] = (
     "policy.train_head_chunk_rows",
     "*.dtensor_cfg.activation_checkpointing",
     "policy.generation.refit_bucket_mb",
-    # How the same update is computed: the AdamW kernel and compiled layers (rounding only).
+    # How the same update is computed: the AdamW kernel, compiled layers and fused norms (rounding only).
     "*.optimizer.implementation",
     "*.compile_decoder_layers",
+    "*.fused_rms_norm",
 )
 
 
