@@ -14,7 +14,10 @@ full sequence) and with it at 1 (the context runs once per micro-batch, the rest
 KV cache; ``head_scoring.score_with_shared_prefix``). Each mode is warmed up once, then timed.
 Prints a table and writes ``<out>/teacher_shared_prefix.json``: seconds, tokens/s (all
 ``samples x (context + prompt + response)`` tokens scored), token positions the model computed,
-peak memory added (GPU), and the largest difference of the two modes' log-probs.
+peak memory added (GPU), and the largest difference of the two modes' log-probs. ``--targets-only``
+scores as the training loops do: the loss mask covers the response only and ``get_logprobs(...,
+targets_only=True)`` may skip the context's and the prompt's rows in the output layer (the difference
+is then taken over the response's columns).
 """
 
 from __future__ import annotations
@@ -39,22 +42,26 @@ from nemo_distill.data.batch import TokenBatch  # noqa: E402
 from nemo_distill.models.policy.config import DTensorConfig, TeacherConfig  # noqa: E402
 
 
-def context_batch(samples: int, context_len: int, own_len: int, vocab_size: int, seed: int = 0) -> TokenBatch:
-    """``[samples, context_len + own_len]`` random ids whose first ``context_len`` are the same in every row."""
+def context_batch(samples: int, context_len: int, own_len: int, vocab_size: int, seed: int = 0,
+                  response_len: int | None = None) -> TokenBatch:
+    """``[samples, context_len + own_len]`` random ids whose first ``context_len`` are the same in every row;
+    the loss mask covers every token, or the last ``response_len`` when given."""
     generator = torch.Generator().manual_seed(seed)
     context = torch.randint(0, vocab_size, (1, context_len), generator=generator)
     own = torch.randint(0, vocab_size, (samples, own_len), generator=generator)
     input_ids = torch.cat([context.expand(samples, -1), own], dim=1)
     attention_mask = torch.ones_like(input_ids)
-    return TokenBatch(input_ids=input_ids, attention_mask=attention_mask, loss_mask=attention_mask.clone(),
-                      sample_mask=torch.ones(samples))
+    loss_mask = attention_mask.clone()
+    if response_len is not None:
+        loss_mask[:, : input_ids.shape[1] - response_len] = 0
+    return TokenBatch(input_ids=input_ids, attention_mask=attention_mask, loss_mask=loss_mask, sample_mask=torch.ones(samples))
 
 
-def time_scoring(worker, batch: TokenBatch, repeats: int) -> tuple[torch.Tensor, float, float | None, int]:
+def time_scoring(worker, batch: TokenBatch, repeats: int, targets_only: bool = False) -> tuple[torch.Tensor, float, float | None, int]:
     """``(log-probs, seconds per call, peak GiB added or None, token positions per call)`` after one warm-up call."""
     cuda = worker.device.type == "cuda"
     embed = worker.model.get_input_embeddings()
-    worker.get_logprobs(batch)
+    worker.get_logprobs(batch, targets_only=targets_only)
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -64,7 +71,7 @@ def time_scoring(worker, batch: TokenBatch, repeats: int) -> tuple[torch.Tensor,
     started = time.perf_counter()
     try:
         for _ in range(repeats):
-            logprobs = worker.get_logprobs(batch)
+            logprobs = worker.get_logprobs(batch, targets_only=targets_only)
         if cuda:
             torch.cuda.synchronize()
     finally:
@@ -87,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16"])
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per mode (after one warm-up)")
     parser.add_argument("--tokenizer", default=None, help="tokenizer folder for the random model (default: the embedded one)")
+    parser.add_argument("--targets-only", action="store_true",
+                        help="loss mask on the response only, scored with targets_only=True as the loops do")
     parser.add_argument("--out", default="results/teacher_shared_prefix")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -107,19 +116,22 @@ def main(argv: list[str] | None = None) -> int:
                         logprob_batch_size=args.teacher_batch, dtensor_cfg=DTensorConfig(enabled=False))
     teacher = PolicyWorker(cfg, trainable=False)
     vocab_size = int(teacher.model.get_input_embeddings().weight.shape[0])
-    batch = context_batch(args.samples, args.context_len, args.prompt_len + args.response_len, vocab_size)
+    batch = context_batch(args.samples, args.context_len, args.prompt_len + args.response_len, vocab_size,
+                          response_len=args.response_len if args.targets_only else None)
     rows, scores = [], {}
     for mode, min_tokens in (("full", 0), ("shared_prefix", 1)):
         cfg.logprob_shared_prefix_min_tokens = min_tokens
-        scores[mode], seconds, peak, positions = time_scoring(teacher, batch, args.repeats)
+        scores[mode], seconds, peak, positions = time_scoring(teacher, batch, args.repeats, args.targets_only)
         rows.append({"mode": mode, "seconds": seconds, "tokens_per_sec": args.samples * seq_len / seconds,
                      "positions_computed": positions, "peak_added_gib": peak})
-    max_diff = float((scores["full"] - scores["shared_prefix"]).abs().max())
+    compared = batch.loss_mask.bool()  # every column, or the response's with --targets-only
+    max_diff = float((scores["full"] - scores["shared_prefix"])[compared].abs().max())
     setting = {"device": torch.cuda.get_device_name() if teacher.device.type == "cuda" else "cpu",
                "model": args.model or f"random {args.shape}", "precision": str(teacher.compute_dtype).replace("torch.", ""),
                "batch": f"{args.samples} x ({args.context_len} shared + {args.prompt_len} + {args.response_len}) tokens",
                "teacher_batch": args.teacher_batch, "repeats": args.repeats, "torch": torch.__version__,
-               "threads": torch.get_num_threads(), "tokens_counted": "all tokens of the batch (context included)"}
+               "threads": torch.get_num_threads(), "targets_only": args.targets_only,
+               "tokens_counted": "all tokens of the batch (context included)"}
     print(f"setting: {json.dumps(setting)}")
     print(f"{'mode':14} {'seconds':>8} {'tokens/s':>10} {'positions':>10} {'peak +GiB':>10}")
     for row in rows:

@@ -161,6 +161,8 @@ def score_with_shared_prefix(
     attention_mask: torch.Tensor,
     prefix_len: int,
     score: ColumnScorer,
+    *,
+    first_row: int = 0,
 ) -> Result:
     """``score(hidden, head, input_ids)`` over a batch whose rows all start with the same ``prefix_len`` real
     tokens (:func:`shared_prefix_length`; e.g. a teacher's context before every prompt), as
@@ -175,16 +177,24 @@ def score_with_shared_prefix(
     output embedding never runs on ``B`` copies of the prefix. ``score`` must be column-local, as
     :func:`~.logprobs.head_token_logprobs` (column ``t``: hidden row ``t - 1`` and token ``t``; column 0
     a constant) and :func:`~.logprobs.head_topk` (column ``t``: hidden row ``t``) are.
+    ``first_row`` as in :func:`score_with_chunked_head`: when it is at least ``P - 1`` (the rows that
+    predict targets all come after the shared prefix, as a teacher's context comes before the prompt),
+    the prefix is not scored and neither are the tail's columns before ``first_row``; those come back
+    as zeros. A smaller ``first_row`` scores every column.
     Raises :class:`ChunkedHeadUnsupported` when the model returns no plain per-layer KV cache.
     """
     batch_size, seq_len = input_ids.shape
     if not 0 < prefix_len < seq_len:
         raise ValueError(f"prefix_len must be in [1, {seq_len - 1}] for a batch of {seq_len} columns, got {prefix_len}")
+    if not 0 <= first_row < seq_len:
+        raise ValueError(f"first_row must be in [0, {seq_len - 1}], got {first_row}")
     cache_keyword = _cache_keyword(model)
     prefix_ids, tail_ids = input_ids[:1, :prefix_len], input_ids[:, prefix_len - 1 :]
+    # tail column c is column prefix_len - 1 + c of the batch
+    skip_columns = first_row - (prefix_len - 1) if first_row >= prefix_len - 1 and first_row > 0 else None
 
     def score_prefix(hidden: torch.Tensor, head: Callable[[torch.Tensor], torch.Tensor]):
-        return hidden[:, -1:], score(hidden, head, prefix_ids)
+        return hidden[:, -1:], (None if skip_columns is not None else score(hidden, head, prefix_ids))
 
     (last_prefix_row, prefix_result), prefix_output = _forward_with_head_hook(
         model, prefix_ids, attention_mask[:1, :prefix_len], score_prefix, use_cache=True)
@@ -192,10 +202,15 @@ def score_with_shared_prefix(
     positions = torch.arange(prefix_len, seq_len, device=input_ids.device).expand(batch_size, -1)
 
     def score_tail(suffix_hidden: torch.Tensor, head: Callable[[torch.Tensor], torch.Tensor]):
-        return score(torch.cat([last_prefix_row.expand(batch_size, -1, -1), suffix_hidden], dim=1), head, tail_ids)
+        tail_hidden = torch.cat([last_prefix_row.expand(batch_size, -1, -1), suffix_hidden], dim=1)
+        if skip_columns is not None:
+            return score(tail_hidden[:, skip_columns:], head, tail_ids[:, skip_columns:])
+        return score(tail_hidden, head, tail_ids)
 
     tail_result, _ = _forward_with_head_hook(model, input_ids[:, prefix_len:], attention_mask, score_tail,
                                              **{cache_keyword: cache}, position_ids=positions, use_cache=True)
+    if skip_columns is not None:
+        return _zero_columns_in_front(tail_result, first_row)
     return _join_columns(prefix_result, tail_result, batch_size)
 
 

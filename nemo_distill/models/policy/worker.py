@@ -194,8 +194,7 @@ class PolicyWorker(DeviceMemoryMixin, WeightExportMixin):
         """``score(hidden [b, t, H], head, input_ids [b, t])`` (column-local: :mod:`.head_scoring`) from the
         forward, or None when this worker must use full logits (TP/CP, or logits that are not ``head(hidden)``).
         ``targets_only``: the columns before ``batch.first_target_row()`` may come back as zeros
-        (``score_with_chunked_head``'s ``first_row``; a shared-prefix batch, which scores its prefix once
-        anyway, computes them all)."""
+        (``first_row`` of ``score_with_chunked_head`` and ``score_with_shared_prefix``)."""
         if not self.chunked_head:
             return None
         # A prefix of at least logprob_shared_prefix_min_tokens that every row shares runs once. FSDP2
@@ -208,13 +207,14 @@ class PolicyWorker(DeviceMemoryMixin, WeightExportMixin):
             every_rank = torch.tensor([int(prefix_len > 0)], device=self.device)
             dist.all_reduce(every_rank, op=dist.ReduceOp.MIN)
             prefix_len = prefix_len if every_rank.item() else 0
+        first_row = batch.first_target_row() if targets_only else 0
         if prefix_len:
             try:
-                return score_with_shared_prefix(self.model, batch.input_ids, batch.attention_mask, prefix_len, score)
+                return score_with_shared_prefix(self.model, batch.input_ids, batch.attention_mask, prefix_len, score,
+                                                first_row=first_row)
             except ChunkedHeadUnsupported as error:
                 log.warning("scoring without a shared prefix from now on: %s", error)
                 self.share_prefix = False
-        first_row = batch.first_target_row() if targets_only else 0
         try:
             return score_with_chunked_head(self.model, batch.input_ids, batch.attention_mask, first_row=first_row,
                                            score=lambda hidden, head: score(hidden, head, batch.input_ids[:, first_row:]))

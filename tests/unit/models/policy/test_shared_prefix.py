@@ -91,6 +91,43 @@ def test_shared_prefix_scores_equal_one_full_forward(model, prefix_len):
     assert sum(head_rows) == (1 + BATCH) * 2 + (prefix_len - 1 + BATCH * suffix) + (prefix_len + BATCH * (1 + suffix))
 
 
+@pytest.mark.parametrize("first_row", [PREFIX - 1, PREFIX + 2, 3])
+def test_first_row_skips_the_prefix_and_the_columns_before_it(model, first_row):
+    input_ids, attention_mask = _shared_prefix_batch(model.config.vocab_size)
+    k, chunk = 4, 3
+    expected_topk, expected_logprobs = _float64_reference(model, input_ids, attention_mask, k)
+    head_rows: list[int] = []
+    head_hook = model.get_output_embeddings().register_forward_hook(lambda m, args, out: head_rows.append(args[0].shape[0] * args[0].shape[1]))
+    try:
+        with torch.no_grad():
+            logprobs = score_with_shared_prefix(model, input_ids, attention_mask, PREFIX,
+                                                lambda hidden, head, ids: head_token_logprobs(hidden, head, ids, chunk),
+                                                first_row=first_row)
+            values, indices = score_with_shared_prefix(model, input_ids, attention_mask, PREFIX,
+                                                       lambda hidden, head, ids: head_topk(hidden, head, k, chunk),
+                                                       first_row=first_row)
+    finally:
+        head_hook.remove()
+    assert logprobs.shape == input_ids.shape and values.shape == indices.shape == (*input_ids.shape, k)
+    real = attention_mask.bool()
+    skips = first_row >= PREFIX - 1
+    exact_from = first_row + 1 if skips else 0  # log-probs; top-k reads hidden row t alone: exact from first_row
+    torch.testing.assert_close(logprobs.double()[:, exact_from:][real[:, exact_from:]],
+                               expected_logprobs[:, exact_from:][real[:, exact_from:]], rtol=1e-5, atol=1e-5)
+    topk_from = first_row if skips else 0
+    assert torch.equal(indices[:, topk_from:][real[:, topk_from:]], expected_topk.indices[:, topk_from:][real[:, topk_from:]])
+    torch.testing.assert_close(values.double()[:, topk_from:][real[:, topk_from:]],
+                               expected_topk.values[:, topk_from:][real[:, topk_from:]], rtol=1e-5, atol=1e-5)
+    suffix = SEQ_LEN - PREFIX
+    if skips:
+        assert not logprobs[:, : first_row + 1].any() and not values[:, :first_row].any()
+        # each pass's own last rows, then only the tail's columns from first_row on, never the prefix's:
+        # log-probs from column first_row + 1 (its column first_row is a constant), top-k from first_row
+        assert sum(head_rows) == (1 + BATCH) * 2 + BATCH * (SEQ_LEN - first_row - 1) + BATCH * (SEQ_LEN - first_row)
+    else:  # a target inside the shared prefix: everything is scored, as with first_row = 0
+        assert sum(head_rows) == (1 + BATCH) * 2 + (PREFIX - 1 + BATCH * suffix) + (PREFIX + BATCH * (1 + suffix))
+
+
 def test_shared_prefix_rejects_a_prefix_that_leaves_no_columns(model):
     input_ids, attention_mask = _shared_prefix_batch(model.config.vocab_size)
     for bad in (0, SEQ_LEN):
@@ -207,3 +244,41 @@ def test_fsdp_ranks_share_the_prefix_only_when_every_rank_can(tiny_model_dir):
     assert results[0]["one"][1] == results[1]["one"][1] == full_positions  # rank 1 cannot share: neither does
     torch.testing.assert_close(results[0]["both"][0], results[0]["one"][0], rtol=1e-5, atol=1e-5)  # same scores either way
     torch.testing.assert_close(results[0]["both"][0], results[1]["both"][0], rtol=1e-5, atol=1e-5)
+
+
+def score_targets_only(rank: int, model_dir: str, batch: TokenBatch) -> dict:
+    from nemo_distill.models.policy.config import DTensorConfig, TeacherConfig
+    from nemo_distill.models.policy.worker import PolicyWorker
+
+    teacher = PolicyWorker(TeacherConfig(model_name=model_dir, precision="float32", logprob_batch_size=BATCH,
+                                         dtensor_cfg=DTensorConfig(enabled=False)), trainable=False)
+    head_rows: list[int] = []
+    teacher.model.get_output_embeddings().register_forward_hook(lambda m, args, o: head_rows.append(args[0].shape[0] * args[0].shape[1]))
+    out = {}
+    for min_tokens in (PREFIX, 0):  # shared prefix / one full forward
+        teacher.cfg.logprob_shared_prefix_min_tokens = min_tokens
+        head_rows.clear()
+        topk = teacher.get_topk_logits(batch, 3, targets_only=True)
+        topk_rows = sum(head_rows)
+        out[min_tokens] = (topk.values, topk.indices, teacher.get_logprobs(batch, targets_only=True), topk_rows)
+    return out
+
+
+def test_worker_targets_only_with_a_shared_prefix_skips_the_prefix_rows(tiny_model_dir):
+    # the targets start two columns after the shared prefix, as a response follows a teacher's context and prompt
+    input_ids, attention_mask = _shared_prefix_batch(49152)
+    loss_mask = attention_mask.clone()
+    loss_mask[:, : PREFIX + 1] = 0
+    batch = TokenBatch(input_ids=input_ids, attention_mask=attention_mask, loss_mask=loss_mask, sample_mask=torch.ones(BATCH))
+    first_row = batch.first_target_row()
+    assert first_row == PREFIX
+    result = run_ranks(score_targets_only, 1, tiny_model_dir, batch)[0]
+    shared_values, shared_indices, shared_logprobs, shared_rows = result[PREFIX]
+    values, indices, logprobs, rows = result[0]
+    targets = loss_mask.bool()
+    assert torch.equal(shared_indices[targets], indices[targets])
+    torch.testing.assert_close(shared_values[targets], values[targets], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(shared_logprobs[targets], logprobs[targets], rtol=1e-5, atol=1e-5)
+    # top-k rows from first_row on, both ways (+ each forward's own last row: 2 forwards shared, 1 not)
+    assert shared_rows == (1 + BATCH) + BATCH * (SEQ_LEN - first_row)
+    assert rows == BATCH + BATCH * (SEQ_LEN - first_row)
