@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -110,3 +111,27 @@ def full_parameters(model: torch.nn.Module) -> dict[str, torch.Tensor]:
         full = param.full_tensor() if hasattr(param, "full_tensor") else param
         params[name] = full.detach().cpu().clone()
     return params
+
+
+def scores_gradients_losses(worker, batches: list[TokenBatch]) -> dict:
+    """What a test of a compute-only knob compares between two workers: ``logprobs`` of each batch,
+    ``grads`` (full) of batches[0]'s masked NLL, then ``losses`` of one optimizer step on each batch."""
+    result = {"logprobs": [worker.get_logprobs(batches[0])]}
+    worker._accumulate_gradients(batches[0].to(worker.device), MaskedNLLLoss())
+    result["grads"] = full_gradients(worker.model)
+    worker.optimizer.zero_grad(set_to_none=True)
+    result["losses"] = [worker.train(batch, MaskedNLLLoss()).loss for batch in batches]
+    result["logprobs"] += [worker.get_logprobs(batch) for batch in batches[1:]]
+    return result
+
+
+def assert_same_scores_gradients_losses(actual: dict, expected: dict) -> None:
+    """:func:`scores_gradients_losses` of two workers agree to fp32 rounding. Gradients, not parameters after
+    AdamW: Adam divides by sqrt(v), so a rounding-level gradient difference on a near-zero entry becomes an
+    lr-sized parameter difference."""
+    for got, want in zip(actual["logprobs"], expected["logprobs"], strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert actual["losses"] == pytest.approx(expected["losses"], rel=1e-5)
+    assert actual["grads"].keys() == expected["grads"].keys() and len(expected["grads"]) > 0
+    for name, value in expected["grads"].items():
+        torch.testing.assert_close(actual["grads"][name], value, rtol=1e-4, atol=1e-7)
