@@ -53,6 +53,15 @@ def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
     return torch.bfloat16 if precision == "bfloat16" else torch.float32
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 natively (AMX tiles or AVX512-BF16), so oneDNN's bf16 matmuls are
+    fast; without either, bf16 on CPU is emulated and slower than fp32."""
+    import torch.cpu
+
+    checks = (getattr(torch.cpu, "_is_amx_tile_supported", None), getattr(torch.cpu, "_is_avx512_bf16_supported", None))
+    return any(check is not None and bool(check()) for check in checks)
+
+
 def cache_dir() -> Path:
     """Root of nemo-distill's on-disk cache (``$NEMO_DISTILL_CACHE`` or ``~/.cache/nemo_distill``)."""
     return Path(os.environ.get("NEMO_DISTILL_CACHE", Path.home() / ".cache" / "nemo_distill")).expanduser()

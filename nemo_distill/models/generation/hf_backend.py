@@ -49,7 +49,7 @@ from nemo_distill.models.generation.interfaces import (
 )
 from nemo_distill.models.generation.static_decode import StaticCacheSampler
 from nemo_distill.models.generation.weight_transfer import WeightReceiver, tensor_nbytes
-from nemo_distill.models.loading import TokenizerConfig, load_causal_lm, load_tokenizer, resolve_dtype
+from nemo_distill.models.loading import TokenizerConfig, cpu_has_native_bf16, load_causal_lm, load_tokenizer, resolve_dtype
 from nemo_distill.utils.cpu_threads import configure_cpu_threads
 
 log = logging.getLogger(__name__)
@@ -163,6 +163,12 @@ class HFGenerationWorker(WeightReceiver):
         if self.device.type == "cpu" and "NEMO_DISTILL_ROLE" in os.environ:  # a worker-group actor, not a caller's process
             configure_cpu_threads(int(os.environ.get("WORLD_SIZE", "1")), limit=1)  # one: see configure_cpu_threads
         self.dtype = resolve_dtype(precision, self.device)
+        if cfg.cpu_bfloat16 and self.device.type == "cpu":
+            if cpu_has_native_bf16():
+                self.dtype = torch.bfloat16
+            else:
+                log.warning("policy.generation.cpu_bfloat16: this CPU has neither AMX nor AVX512-BF16; sampling in %s",
+                            str(self.dtype).replace("torch.", ""))
         self.tokenizer = load_tokenizer(model_name, tokenizer_cfg)
         self.model = load_causal_lm(model_name, dtype=self.dtype, device=self.device).eval()
         self.model.requires_grad_(False)
