@@ -91,9 +91,20 @@ class WeightRefitter:
                                           colocated=cluster.colocated)
         self._layouts: list | None = None  # the weights' names and shapes never change during a run
         self._group_open = False
+        self._dtype_agreed = False
+
+    def _agree_on_dtype(self) -> None:
+        """Once: the policy exports in the generation engine's weight dtype (a bf16 CPU sampler under an fp32
+        policy gets half the bytes); an engine that does not say gets the policy's compute dtype."""
+        if not self._dtype_agreed:
+            dtype = self.generation.workers.call_rank(0, "weights_dtype")
+            if dtype is not None:
+                self.policy.workers.call_all("set_refit_dtype", dtype)
+            self._dtype_agreed = True
 
     def refit(self) -> WeightUpdateStats:
         started = time.perf_counter()
+        self._agree_on_dtype()
         if self.transport == "object_store":
             stats = refit_generation_from_policy(self.policy, self.generation, self.bucket_mb)
         else:

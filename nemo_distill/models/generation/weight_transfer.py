@@ -273,6 +273,10 @@ class WeightReceiver:
     device: torch.device
     _transfer_group: Any = None
 
+    def weights_dtype(self) -> torch.dtype | None:
+        """The floating dtype this engine keeps its weights in (refit sends that), or None when it does not say."""
+        return getattr(self, "dtype", None)
+
     def update_weights_from_refs(self, refs: list[Any]) -> Any:
         """``update_weights`` from Ray object refs of buckets, fetched one at a time."""
         return self.update_weights(fetch_buckets(refs))

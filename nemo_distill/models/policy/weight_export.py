@@ -3,7 +3,8 @@
 :class:`WeightExportMixin` gives :class:`~nemo_distill.models.policy.worker.PolicyWorker` the three
 refit transports' methods (Ray object store buckets, a CUDA IPC buffer, an NCCL/gloo broadcast
 group; :mod:`nemo_distill.models.generation.refit` picks one). Every export streams full HF-named
-tensors (LoRA merged, FSDP2/TP shards gathered) in the compute dtype, one tensor at a time.
+tensors (LoRA merged, FSDP2/TP shards gathered) in the generation engine's dtype (``set_refit_dtype``;
+by default the compute dtype), one tensor at a time.
 
 The worker provides: ``model``, ``lora_scale``, ``compute_dtype``, ``device``, and the two slots
 ``_transfer_buffer`` (the reused packed bucket, or None) and ``_transfer_group`` (rank 0's refit
@@ -21,9 +22,16 @@ from nemo_distill.models.policy import weights
 class WeightExportMixin:
     """Weight export for refit; mixed into ``PolicyWorker`` (see the module docstring for what it needs)."""
 
+    refit_dtype: torch.dtype | None = None  # the generation engine's weight dtype, when it differs from ours
+
+    def set_refit_dtype(self, dtype: torch.dtype | None) -> None:
+        """Export floating tensors in ``dtype`` (the generation engine's; None: the compute dtype)."""
+        self.refit_dtype = dtype
+
     def _export_dtype(self, dtype: torch.dtype) -> torch.dtype:
-        # Generation engines run in the compute dtype: cast on export so refit moves half the bytes in bf16.
-        return self.compute_dtype if dtype.is_floating_point else dtype
+        # Cast on export to the dtype the engine keeps (bf16 on GPU, or a bf16 CPU sampler under an fp32
+        # policy): refit then moves no more bytes than the engine stores.
+        return (self.refit_dtype or self.compute_dtype) if dtype.is_floating_point else dtype
 
     def _export_stream(self, is_writer: bool, *, device: torch.device | str = "cpu", only: set[str] | None = None):
         stream = weights.iter_hf_weights(self.model, lora_scale=self.lora_scale, keep=is_writer, device=device, only=only)

@@ -105,3 +105,37 @@ def test_fetch_buckets_reads_refs_in_order(ray_cluster):
     assert list(first) == ["a"] and torch.equal(first["a"], torch.ones(2))
     assert list(next(fetched)) == ["b"]
     assert next(fetched, None) is None
+
+
+class RecordingWorkers:
+    """``workers`` of a fake group: answers ``call_rank`` with ``answer`` and records every call."""
+
+    def __init__(self, answer=None):
+        self.answer, self.calls = answer, []
+
+    def call_rank(self, rank, method, *args):
+        self.calls.append((rank, method, *args))
+        return self.answer
+
+    def call_all(self, method, *args):
+        self.calls.append(("all", method, *args))
+        return []
+
+
+class DtypeGroup:
+    def __init__(self, answer=None):
+        self.workers = RecordingWorkers(answer)
+
+
+@pytest.mark.parametrize("engine_dtype", [torch.bfloat16, None])
+def test_refitter_exports_in_the_engine_dtype_once(engine_dtype):
+    from nemo_distill.distributed.config import ClusterConfig
+    from nemo_distill.models.generation.refit import WeightRefitter
+
+    policy, generation = DtypeGroup(), DtypeGroup(engine_dtype)
+    refitter = WeightRefitter(policy, generation, bucket_mb=1, transport="broadcast", cluster=ClusterConfig())
+    refitter._agree_on_dtype()
+    refitter._agree_on_dtype()  # asked once per run: the engine's dtype never changes
+    assert generation.workers.calls == [(0, "weights_dtype")]
+    assert policy.workers.calls == ([("all", "set_refit_dtype", engine_dtype)] if engine_dtype is not None else [])
+
