@@ -49,8 +49,9 @@ class GenerationConfig:
     # hf_static_cache (one compiled shape); on CPU it runs eagerly without padding.
     hf_sampler: Literal["generate", "loop"] = "generate"
     # hf on CPU: sample in bf16 where the CPU multiplies bf16 natively (AMX or AVX512-BF16), else fp32 with a
-    # warning. About 2x faster decoding on such CPUs; the policy and teacher keep their precision and the
-    # loss never reads the sampler's log-probs, as on GPU, where generation is always bf16. No effect on GPU.
+    # warning. About 2x faster decoding on such CPUs; the policy and teacher keep their precision. The
+    # distillation loss never reads the sampler's log-probs; GRPO's reward mix does (its student term), in
+    # bf16 then, as on GPU, where generation is always bf16. No effect on GPU.
     cpu_bfloat16: bool = False
     refit_bucket_mb: int = field(default=512, metadata={"ge": 1})  # policy -> generation weight transfer bucket size
     # How refit moves the buckets: auto = cuda_ipc on colocated GPUs, else broadcast (NCCL on GPU, gloo
