@@ -47,7 +47,7 @@ from nemo_distill.utils.checkpoint import CheckpointManager
 from nemo_distill.utils.logger import Logger, format_validation_samples, resolve_experiment_dir
 from nemo_distill.utils.plot import plot_metric_curves
 from nemo_distill.utils.progress import progress_bar
-from nemo_distill.utils.resume import check_resume
+from nemo_distill.utils.resume import check_resume, schema_defaults
 from nemo_distill.utils.timer import Timer
 
 log = logging.getLogger(__name__)
@@ -128,7 +128,8 @@ def _resume_point(cfg: RuntimeConfig, config_yaml: str, checkpoints: CheckpointM
         return None, {}
     saved_config = latest / "config.yaml"
     if saved_config.is_file():
-        check_resume(saved_config.read_text(), config_yaml, mode=cfg.checkpointing.resume, checkpoint=latest)
+        check_resume(saved_config.read_text(), config_yaml, mode=cfg.checkpointing.resume, checkpoint=latest,
+                     defaults=schema_defaults(type(cfg)))
     return latest, checkpoints.load_training_info(latest)
 
 

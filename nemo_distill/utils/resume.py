@@ -149,12 +149,36 @@ def _parse(text: str, what: str) -> dict:
     return parsed
 
 
-def check_resume(saved_yaml: str, new_yaml: str, *, mode: str, checkpoint: Path) -> list[ConfigDifference]:
+def schema_defaults(schema: type) -> dict:
+    """The defaults of a master config class as the nested dict its ``config.yaml`` would parse to."""
+    from omegaconf import OmegaConf
+
+    from nemo_distill.config.schema import to_dictconfig
+
+    return yaml.safe_load(OmegaConf.to_yaml(to_dictconfig(schema())))
+
+
+def with_defaults(saved: dict, defaults: dict) -> dict:
+    """``saved`` with every key it lacks taken from ``defaults`` (nested dicts merged; ``saved`` wins)."""
+    merged = dict(saved)
+    for key, default in defaults.items():
+        if key not in saved:
+            merged[key] = default
+        elif isinstance(saved[key], dict) and isinstance(default, dict):
+            merged[key] = with_defaults(saved[key], default)
+    return merged
+
+
+def check_resume(saved_yaml: str, new_yaml: str, *, mode: str, checkpoint: Path,
+                 defaults: dict | None = None) -> list[ConfigDifference]:
     """Check that ``checkpoint`` (saved with ``saved_yaml``) may be resumed under ``new_yaml``.
 
     Args:
         saved_yaml: the ``config.yaml`` stored in the checkpoint.
         new_yaml: the new run's full config as YAML.
+        defaults: the config schema's defaults (a nested dict). A key the saved config lacks was added
+            to the library after the checkpoint was written; its default keeps the behaviour of the
+            code that wrote it (a rule for every new key), so the saved side counts as having it.
         mode: ``checkpointing.resume``: ``"auto"`` or ``"force"`` (``"never"`` means the caller
             does not resume at all, so it must not get here).
         checkpoint: the ``step_N`` folder, named in messages.
@@ -171,7 +195,10 @@ def check_resume(saved_yaml: str, new_yaml: str, *, mode: str, checkpoint: Path)
     if mode not in ("auto", "force"):
         hint = " ('never' means: do not resume; the caller must not call check_resume)" if mode == "never" else ""
         raise ValueError(f"check_resume mode must be 'auto' or 'force', got {mode!r}{hint}")
-    differences = config_differences(_parse(saved_yaml, f"config saved in {checkpoint}"), _parse(new_yaml, "new config"))
+    saved = _parse(saved_yaml, f"config saved in {checkpoint}")
+    if defaults is not None:
+        saved = with_defaults(saved, defaults)
+    differences = config_differences(saved, _parse(new_yaml, "new config"))
     allowed = [d for d in differences if d.allowed]
     refused = [d for d in differences if not d.allowed]
     if allowed:

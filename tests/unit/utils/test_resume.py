@@ -172,3 +172,26 @@ def test_real_config_yaml_round_trip_compares_equal():
     assert check_resume(saved_yaml, saved_yaml, mode="auto", checkpoint=CHECKPOINT) == []
     with pytest.raises(ConfigError, match=r"policy\.optimizer\.lr: "):
         check_resume(saved_yaml, new_yaml, mode="auto", checkpoint=CHECKPOINT)
+
+
+def test_a_key_added_after_the_checkpoint_counts_at_its_default():
+    """A checkpoint written before a setting existed lacks it: at its schema default the resume goes on,
+    any other value is a change like any other."""
+    from omegaconf import OmegaConf
+
+    from nemo_distill.algorithms.distillation_config import DistillationMasterConfig
+    from nemo_distill.config.schema import to_dictconfig
+    from nemo_distill.utils.resume import schema_defaults
+
+    current = yaml.safe_load(OmegaConf.to_yaml(to_dictconfig(DistillationMasterConfig())))
+    old_run = yaml.safe_load(OmegaConf.to_yaml(to_dictconfig(DistillationMasterConfig())))
+    del old_run["policy"]["generation"]["cpu_bfloat16"]  # written before the key existed
+    defaults = schema_defaults(DistillationMasterConfig)
+    assert defaults == current
+    assert check_resume(yaml.safe_dump(old_run), yaml.safe_dump(current), mode="auto", checkpoint=CHECKPOINT,
+                        defaults=defaults) == []
+    with pytest.raises(ConfigError, match=r"policy\.generation\.cpu_bfloat16: <absent> -> False"):
+        check_resume(yaml.safe_dump(old_run), yaml.safe_dump(current), mode="auto", checkpoint=CHECKPOINT)  # no defaults
+    current["policy"]["generation"]["cpu_bfloat16"] = True
+    with pytest.raises(ConfigError, match=r"policy\.generation\.cpu_bfloat16: False -> True"):
+        check_resume(yaml.safe_dump(old_run), yaml.safe_dump(current), mode="auto", checkpoint=CHECKPOINT, defaults=defaults)
