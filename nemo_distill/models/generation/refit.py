@@ -94,12 +94,13 @@ class WeightRefitter:
         self._dtype_agreed = False
 
     def _agree_on_dtype(self) -> None:
-        """Once: the policy exports in the generation engine's weight dtype (a bf16 CPU sampler under an fp32
-        policy gets half the bytes); an engine that does not say gets the policy's compute dtype."""
+        """Once: the policy exports in the generation engines' weight dtype (a bf16 CPU sampler under an fp32
+        policy gets half the bytes). Engines that do not say, or differ (bf16 on one CPU, fp32 on another
+        without native bf16), get the policy's compute dtype."""
         if not self._dtype_agreed:
-            dtype = self.generation.workers.call_rank(0, "weights_dtype")
-            if dtype is not None:
-                self.policy.workers.call_all("set_refit_dtype", dtype)
+            dtypes = set(self.generation.workers.call_all("weights_dtype"))
+            if len(dtypes) == 1 and None not in dtypes:
+                self.policy.workers.call_all("set_refit_dtype", dtypes.pop())
             self._dtype_agreed = True
 
     def refit(self) -> WeightUpdateStats:

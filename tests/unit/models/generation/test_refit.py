@@ -108,34 +108,33 @@ def test_fetch_buckets_reads_refs_in_order(ray_cluster):
 
 
 class RecordingWorkers:
-    """``workers`` of a fake group: answers ``call_rank`` with ``answer`` and records every call."""
+    """``workers`` of a fake group: each worker answers ``call_all`` with its entry of ``answers``; calls are recorded."""
 
-    def __init__(self, answer=None):
-        self.answer, self.calls = answer, []
-
-    def call_rank(self, rank, method, *args):
-        self.calls.append((rank, method, *args))
-        return self.answer
+    def __init__(self, answers=()):
+        self.answers, self.calls = list(answers), []
 
     def call_all(self, method, *args):
-        self.calls.append(("all", method, *args))
-        return []
+        self.calls.append((method, *args))
+        return list(self.answers)
 
 
 class DtypeGroup:
-    def __init__(self, answer=None):
-        self.workers = RecordingWorkers(answer)
+    def __init__(self, answers=()):
+        self.workers = RecordingWorkers(answers)
 
 
-@pytest.mark.parametrize("engine_dtype", [torch.bfloat16, None])
-def test_refitter_exports_in_the_engine_dtype_once(engine_dtype):
+@pytest.mark.parametrize("engine_dtypes, agreed", [
+    ([torch.bfloat16, torch.bfloat16], torch.bfloat16),
+    ([None, None], None),  # engines that do not say (vLLM): the policy's compute dtype
+    ([torch.bfloat16, torch.float32], None),  # CPUs with and without native bf16: no single dtype fits both
+])
+def test_refitter_exports_in_the_engines_dtype_once(engine_dtypes, agreed):
     from nemo_distill.distributed.config import ClusterConfig
     from nemo_distill.models.generation.refit import WeightRefitter
 
-    policy, generation = DtypeGroup(), DtypeGroup(engine_dtype)
+    policy, generation = DtypeGroup(), DtypeGroup(engine_dtypes)
     refitter = WeightRefitter(policy, generation, bucket_mb=1, transport="broadcast", cluster=ClusterConfig())
     refitter._agree_on_dtype()
-    refitter._agree_on_dtype()  # asked once per run: the engine's dtype never changes
-    assert generation.workers.calls == [(0, "weights_dtype")]
-    assert policy.workers.calls == ([("all", "set_refit_dtype", engine_dtype)] if engine_dtype is not None else [])
-
+    refitter._agree_on_dtype()  # asked once per run: the engines' dtype never changes
+    assert generation.workers.calls == [("weights_dtype",)]
+    assert policy.workers.calls == ([("set_refit_dtype", agreed)] if agreed is not None else [])
