@@ -30,6 +30,7 @@ from typing import Any
 import yaml
 
 from nemo_distill.config import ConfigError
+from nemo_distill.config.loader import merge_configs
 
 log = logging.getLogger(__name__)
 
@@ -158,17 +159,6 @@ def schema_defaults(schema: type) -> dict:
     return yaml.safe_load(OmegaConf.to_yaml(to_dictconfig(schema())))
 
 
-def with_defaults(saved: dict, defaults: dict) -> dict:
-    """``saved`` with every key it lacks taken from ``defaults`` (nested dicts merged; ``saved`` wins)."""
-    merged = dict(saved)
-    for key, default in defaults.items():
-        if key not in saved:
-            merged[key] = default
-        elif isinstance(saved[key], dict) and isinstance(default, dict):
-            merged[key] = with_defaults(saved[key], default)
-    return merged
-
-
 def check_resume(saved_yaml: str, new_yaml: str, *, mode: str, checkpoint: Path,
                  defaults: dict | None = None) -> list[ConfigDifference]:
     """Check that ``checkpoint`` (saved with ``saved_yaml``) may be resumed under ``new_yaml``.
@@ -197,7 +187,7 @@ def check_resume(saved_yaml: str, new_yaml: str, *, mode: str, checkpoint: Path,
         raise ValueError(f"check_resume mode must be 'auto' or 'force', got {mode!r}{hint}")
     saved = _parse(saved_yaml, f"config saved in {checkpoint}")
     if defaults is not None:
-        saved = with_defaults(saved, defaults)
+        saved = merge_configs(defaults, saved)  # the saved values win; keys it lacks come from the defaults
     differences = config_differences(saved, _parse(new_yaml, "new config"))
     allowed = [d for d in differences if d.allowed]
     refused = [d for d in differences if not d.allowed]

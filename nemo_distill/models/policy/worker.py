@@ -426,7 +426,6 @@ class PolicyWorker(DeviceMemoryMixin, WeightExportMixin):
     def ping(self) -> bool:
         return True
 
-
     # ------------------------------------------------------------------ reset to the initial weights
     def _snapshot_trainable_state(self) -> dict[str, torch.Tensor]:
         """CPU copies of this rank's LOCAL pieces of every trainable parameter.

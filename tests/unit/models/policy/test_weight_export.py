@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import torch
 
+from nemo_distill.models.generation.refit import MIB
 from policy_spawn import run_ranks
-
-MIB = 2**20
 
 
 def export_in_bf16(rank: int, model_dir: str) -> dict:
