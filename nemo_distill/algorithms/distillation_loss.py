@@ -65,7 +65,7 @@ class TopkDistillationLoss:
             )
 
     def __call__(self, logits: torch.Tensor, batch: TokenBatch, *, counts: StepCounts,
-                 rows: slice | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+                 rows: slice | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """``logits`` ``[b, rows, V]``: the prediction rows ``rows`` of the micro-batch (None: all of them);
         returns their share of the step loss (the per-row KL of those rows / the global token count)."""
         rows = check_row_window(rows, logits, batch.seq_len)
@@ -81,4 +81,4 @@ class TopkDistillationLoss:
             normalizer=counts.tokens,
             student_temperature=self.temperature,
         )
-        return loss, {"kl_token_sum": float(loss.detach()) * counts.tokens}
+        return loss, {"kl_token_sum": loss.detach() * counts.tokens}

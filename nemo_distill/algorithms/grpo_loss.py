@@ -61,7 +61,7 @@ class GRPOLoss:
     logprob_chunk_size: int | None = None
 
     def __call__(self, logits: torch.Tensor, batch: TokenBatch, *, counts: StepCounts,
-                 rows: slice | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+                 rows: slice | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         rows = check_row_window(rows, logits, batch.seq_len)
         # Everything below is in the window's token layout: [B, n], entry i is token rows.start + 1 + i.
         logprobs, tokens = window_token_logprobs(logits, batch.input_ids, rows, self.logprob_chunk_size,
@@ -78,12 +78,12 @@ class GRPOLoss:
             logprobs, batch.extras[OLD_LOGPROBS][:, tokens].to(logprobs.dtype), advantages, mask,
             clip_eps_low=self.clip_eps_low, clip_eps_high=self.clip_eps_high, dual_clip_c=self.dual_clip_c,
         )
-        metrics: dict[str, float] = {}
+        metrics: dict[str, torch.Tensor] = {}
         if REFERENCE_LOGPROBS in batch.extras:
             kl = k3_kl_per_token(logprobs, batch.extras[REFERENCE_LOGPROBS][:, tokens], mask)
             if self.beta > 0:
                 token_loss = token_loss + self.beta * kl
-            metrics["kl_sum"] = float((kl.detach() * mask).sum())
+            metrics["kl_sum"] = (kl.detach() * mask).sum()
         loss = normalize_token_loss(
             token_loss, mask, loss_type=self.loss_type, num_sequences=counts.sequences, num_tokens=counts.tokens,
             max_new_tokens=self.max_new_tokens, num_micro_batches=counts.micro_batches, full_mask=full_mask,
@@ -91,11 +91,11 @@ class GRPOLoss:
         with torch.no_grad():
             entropy = row_entropy(logits[:, : mask.shape[1]], self.logprob_chunk_size, temperature=self.temperature)
             metrics.update({
-                "tokens": float(mask.sum()),
-                "clipped_tokens": float((clipped.to(mask.dtype) * mask).sum()),
-                "approx_kl_sum": float((-log_ratio * mask).sum()),
-                "entropy_sum": float((entropy * mask).sum()),
-                "ratio_sum": float((log_ratio.exp() * mask).sum()),
+                "tokens": mask.sum(),
+                "clipped_tokens": (clipped.to(mask.dtype) * mask).sum(),
+                "approx_kl_sum": (-log_ratio * mask).sum(),
+                "entropy_sum": (entropy * mask).sum(),
+                "ratio_sum": (log_ratio.exp() * mask).sum(),
             })
         return loss, metrics
 

@@ -69,12 +69,12 @@ class SFTLoss:
     logprob_chunk_size: int | None = None
 
     def __call__(self, logits: torch.Tensor, batch: TokenBatch, *, counts: StepCounts,
-                 rows: slice | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+                 rows: slice | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         rows = check_row_window(rows, logits, batch.seq_len)
         logprobs, tokens = window_token_logprobs(logits, batch.input_ids, rows, self.logprob_chunk_size)
         mask = batch.valid_target_tokens()[:, tokens]
         nll_sum = -(logprobs * mask).sum()
-        return nll_sum / counts.tokens, {"nll_sum": float(nll_sum.detach()), "tokens": float(mask.sum())}
+        return nll_sum / counts.tokens, {"nll_sum": nll_sum.detach(), "tokens": mask.sum()}
 
 
 def response_text(prompt: ProcessedPrompt) -> str:

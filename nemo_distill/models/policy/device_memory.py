@@ -14,6 +14,40 @@ import torch
 OFFLOAD_EVENTS = ("offload_model", "onload_model", "offload_optimizer", "onload_optimizer")
 
 
+class HostRows:
+    """A ``[B, T, ...]`` result filled a micro-batch of rows at a time by device -> host copies.
+
+    On a GPU the buffer is pinned and every :meth:`put` is an asynchronous copy on the current
+    stream, so the host keeps launching the next micro-batch while the last one's rows travel;
+    :meth:`result` waits once for all of them. (A ``.cpu()`` per micro-batch would instead stop the
+    host until the device is idle, and stage each copy through pageable memory.) Columns a
+    micro-batch does not cover (it was trimmed to its longest row) stay zero.
+    """
+
+    def __init__(self, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device):
+        self.device = device
+        self.buffer = torch.zeros(shape, dtype=dtype, pin_memory=device.type == "cuda")
+        self.next_row = 0
+
+    def put(self, rows: torch.Tensor) -> None:
+        """Append ``[b, t <= T, ...]`` rows (on ``device``, any dtype: converted there first)."""
+        count, width = rows.shape[0], rows.shape[1]
+        if self.next_row + count > self.buffer.shape[0] or width > self.buffer.shape[1]:
+            raise ValueError(f"rows of shape {tuple(rows.shape)} do not fit at row {self.next_row} of a "
+                             f"{tuple(self.buffer.shape)} result")
+        rows = rows.to(self.buffer.dtype)
+        self.buffer[self.next_row:self.next_row + count, :width].copy_(rows, non_blocking=self.device.type == "cuda")
+        self.next_row += count
+
+    def result(self) -> torch.Tensor:
+        """The filled buffer, once every copy has landed; every row must have been put."""
+        if self.next_row != self.buffer.shape[0]:
+            raise ValueError(f"{self.next_row} of {self.buffer.shape[0]} rows were put")
+        if self.device.type == "cuda":
+            torch.cuda.current_stream(self.device).synchronize()
+        return self.buffer
+
+
 class DeviceMemoryMixin:
     """Offload / onload and memory figures; mixed into ``PolicyWorker`` (see the module docstring)."""
 

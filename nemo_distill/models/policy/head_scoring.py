@@ -118,7 +118,7 @@ def train_loss_with_chunked_head(
     if not 0 <= first_row < input_ids.shape[1]:
         raise ValueError(f"first_row must be in [0, {input_ids.shape[1] - 1}], got {first_row}")
 
-    def windowed(hidden: torch.Tensor, head: Callable[[torch.Tensor], torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+    def windowed(hidden: torch.Tensor, head: Callable[[torch.Tensor], torch.Tensor]) -> tuple[torch.Tensor, dict]:
         total, sums = None, {}
         for start in range(first_row, hidden.shape[1], window_rows):
             rows = slice(start, min(start + window_rows, hidden.shape[1]))
@@ -126,7 +126,7 @@ def train_loss_with_chunked_head(
                                        use_reentrant=False)
             total = loss if total is None else total + loss
             for name, value in metrics.items():
-                sums[name] = sums.get(name, 0.0) + float(value)
+                sums[name] = sums.get(name, 0.0) + value  # a float or a 0-dim tensor, summed where it lives
         return total, sums
 
     (loss, sums), output = _forward_with_head_hook(model, input_ids, attention_mask, windowed)

@@ -37,8 +37,10 @@ class LossFunction(Protocol):
     Returns:
         The micro-batch's share of the step loss (already divided by the loss's global normaliser,
         so summing over micro-batches and data-parallel ranks gives the step loss), and additive
-        float metrics: SUMS (e.g. a token count and a sum over tokens), which the trainer sums over
-        micro-batches and data-parallel ranks and the algorithm turns into means.
+        metrics: SUMS (e.g. a token count and a sum over tokens), which the trainer sums over
+        micro-batches and data-parallel ranks and the algorithm turns into means. Each is a float or
+        a detached 0-dim tensor; tensors are summed on the device and read once per step (a float()
+        per micro-batch would make the host wait for the device).
 
     Implementations are picklable dataclasses: they travel to the workers through Ray.
 

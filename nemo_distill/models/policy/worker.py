@@ -29,7 +29,7 @@ from nemo_distill.models.policy.collectives import all_reduce_sum, all_reduce_su
 from nemo_distill.models.policy.config import OptimizerConfig, PolicyConfig, SchedulerConfig, TeacherConfig
 from nemo_distill.models.policy.compilation import compile_decoder_layers
 from nemo_distill.models.policy.fused_norm import use_fused_rms_norm
-from nemo_distill.models.policy.device_memory import DeviceMemoryMixin
+from nemo_distill.models.policy.device_memory import DeviceMemoryMixin, HostRows
 from nemo_distill.models.policy.optimizer import build_adamw
 from nemo_distill.models.policy.grad_norm import clip_grad_norm
 from nemo_distill.models.policy.head_scoring import (ChunkedHeadUnsupported, accepts_logits_to_keep, score_with_chunked_head,
@@ -54,14 +54,6 @@ def _pick_device() -> torch.device:
     index = int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count()
     torch.cuda.set_device(index)
     return torch.device("cuda", index)
-
-
-def _pad_rows(tensor: torch.Tensor, seq_len: int) -> torch.Tensor:
-    """Zero-pad dim 1 of ``[b, t, ...]`` to ``seq_len``."""
-    missing = seq_len - tensor.shape[1]
-    if missing == 0:
-        return tensor
-    return torch.cat([tensor, tensor.new_zeros((tensor.shape[0], missing, *tensor.shape[2:]))], dim=1)
 
 
 class PolicyWorker(DeviceMemoryMixin, WeightExportMixin):
@@ -279,18 +271,20 @@ class PolicyWorker(DeviceMemoryMixin, WeightExportMixin):
         """
         counts = self._step_counts(batch)
         self.model.train()
-        loss_sum, metric_sums = 0.0, {}
+        # Sums stay on the device until every micro-batch is queued: a float() per micro-batch would
+        # stop the host until the device caught up, and a launch-bound step needs the host ahead.
+        loss_sum, metric_sums = torch.zeros((), dtype=torch.float64, device=self.device), {}
         for micro in batch.micro_batches(self.cfg.train_micro_batch_size):
             micro = micro.trim_padding()
             loss, metrics = self._micro_batch_loss(micro, loss_fn, counts)
             # A micro-batch without targets still runs forward/backward (its loss is 0): skipping it
             # would leave this rank out of FSDP's all-gathers / reduce-scatters and hang the others.
             (loss * self.grad_sum_scale).backward()
-            loss_sum += float(loss.detach())
+            loss_sum += loss.detach()
             for name, value in metrics.items():
-                metric_sums[name] = metric_sums.get(name, 0.0) + float(value)
+                metric_sums[name] = metric_sums.get(name, 0.0) + value
         sum_head_local_grads(self.head_local_modules, self.layout.tp_group)
-        return loss_sum, metric_sums, counts
+        return float(loss_sum), {name: float(value) for name, value in metric_sums.items()}, counts
 
     def _micro_batch_loss(self, micro: TokenBatch, loss_fn: LossFunction, counts: StepCounts) -> tuple[torch.Tensor, dict[str, float]]:
         """The micro-batch's loss share and metric sums, from one forward (with autograd).
@@ -359,7 +353,7 @@ class PolicyWorker(DeviceMemoryMixin, WeightExportMixin):
         ``loss_mask`` tokens; the prompt's tokens before a micro-batch's first target may be 0 (their
         rows skip the output layer)."""
         self.model.eval()
-        pieces = []
+        result = HostRows((batch.size, batch.seq_len), torch.float32, self.device)
         for micro in batch.to(self.device).micro_batches(self.cfg.logprob_batch_size):
             trimmed = micro.trim_padding()
             chunk, vocab = self.cfg.logprob_chunk_size, int(self.model.config.vocab_size)
@@ -370,9 +364,9 @@ class PolicyWorker(DeviceMemoryMixin, WeightExportMixin):
                 scores = token_logprobs(logits, trimmed.input_ids, chunk, temperature=temperature)
             logprobs = torch.where(trimmed.attention_mask.bool(), scores.float(), 0.0)
             logprobs[:, 0] = 0.0
-            pieces.append(_pad_rows(logprobs, batch.seq_len).cpu())
+            result.put(logprobs)
         self.model.train(self.trainable)
-        return torch.cat(pieces)
+        return result.result()
 
     @torch.no_grad()
     def get_topk_logits(self, batch: TokenBatch, k: int, temperature: float = 1.0, *, targets_only: bool = False) -> TopkLogits:
@@ -390,7 +384,8 @@ class PolicyWorker(DeviceMemoryMixin, WeightExportMixin):
             raise ValueError(f"top-k temperature must be > 0, got {temperature}")
         self.model.eval()
         tp_group = self.layout.tp_group if self.vocab_sharded else None
-        values, indices = [], []
+        values = HostRows((batch.size, batch.seq_len, k), torch.float32, self.device)
+        indices = HostRows((batch.size, batch.seq_len, k), torch.int32, self.device)
         for micro in batch.to(self.device).micro_batches(self.cfg.logprob_batch_size):
             trimmed = micro.trim_padding()
             top = self._score_with_chunked_head(trimmed, lambda hidden, head, input_ids: head_topk(
@@ -402,10 +397,10 @@ class PolicyWorker(DeviceMemoryMixin, WeightExportMixin):
             valid = trimmed.attention_mask.bool().unsqueeze(-1)
             chunk_values = torch.where(valid, top[0], 0.0)
             chunk_indices = torch.where(valid, top[1], 0)
-            values.append(_pad_rows(chunk_values, batch.seq_len).cpu())
-            indices.append(_pad_rows(chunk_indices, batch.seq_len).cpu())
+            values.put(chunk_values)
+            indices.put(chunk_indices)
         self.model.train(self.trainable)
-        return TopkLogits(values=torch.cat(values), indices=torch.cat(indices).to(torch.int32))
+        return TopkLogits(values=values.result(), indices=indices.result())
 
     # ------------------------------------------------------------------ checkpoints and weights
     def save_checkpoint(self, path: str, *, save_optimizer: bool = True) -> None:

@@ -88,8 +88,8 @@ def _assert_windows_match_full(loss_fn, logits, batch, counts) -> tuple[torch.Te
         torch.testing.assert_close(split_logits.grad, full_logits.grad, rtol=0, atol=1e-12)
         assert sums.keys() == full_metrics.keys()
         for name, value in full_metrics.items():
-            assert sums[name] == pytest.approx(value, rel=1e-12, abs=1e-12), (window, name)
-    return full, full_metrics
+            assert float(sums[name]) == pytest.approx(float(value), rel=1e-12, abs=1e-12), (window, name)
+    return full, {name: float(value) for name, value in full_metrics.items()}
 
 
 def _logp(logits: torch.Tensor, b: int, row: int, token: int, temperature: float = 1.0) -> float:
