@@ -48,6 +48,15 @@ class GenerationConfig:
     # draws (greedy: identical); the random draws themselves differ from generate's. On GPU it pads like
     # hf_static_cache (one compiled shape); on CPU it runs eagerly without padding.
     hf_sampler: Literal["generate", "loop"] = "generate"
+    # hf_sampler: loop on GPU: compile the per-token sampling (processors, draw, EOS bookkeeping) into the decode
+    # step's graph, so a token is one CUDA-graph replay instead of a replay plus ~12 eager kernels. Same
+    # distribution, other random draws than the unfused loop's. No effect on CPU, where the loop runs eagerly.
+    # H100, 0.6B shape: no measurable gain yet, the decode step is GPU-bound (docs/performance.md).
+    hf_fused_sampling: bool = False
+    # hf_sampler: loop, grouped-query models: the decode step's attention kernel. sdpa: torch's SDPA (on an H100 it
+    # picked cuDNN's fused kernel, ~50 us a layer for two query rows per key/value head); matmul: two batched
+    # products around an fp32 softmax (HF eager attention's numerics), memory-bound on the cache.
+    hf_decode_attention: Literal["sdpa", "matmul"] = "sdpa"
     # hf on CPU: sample in bf16 where the CPU multiplies bf16 natively (AMX or AVX512-BF16), else fp32 with a
     # warning. About 2x faster decoding on such CPUs; the policy and teacher keep their precision. The
     # distillation loss never reads the sampler's log-probs; GRPO's reward mix does (its student term), in

@@ -294,7 +294,9 @@ class HFGenerationWorker(WeightReceiver):
                               rows_per_prompt: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``(tokens, logprobs)`` ``[prompts x rows_per_prompt, G]`` from :class:`StaticCacheSampler`."""
         if self._static_sampler is None:
-            self._static_sampler = StaticCacheSampler(self.model, compile_decode=self.compiles_own_loop)
+            self._static_sampler = StaticCacheSampler(self.model, compile_decode=self.compiles_own_loop,
+                                                      fuse_sampling=self.cfg.hf_fused_sampling,
+                                                      decode_attention=self.cfg.hf_decode_attention)
         return self._static_sampler.sample(
             input_ids.repeat_interleave(rows_per_prompt, dim=0).to(self.device),
             attention_mask.repeat_interleave(rows_per_prompt, dim=0).to(self.device),

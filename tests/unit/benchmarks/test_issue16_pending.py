@@ -40,6 +40,6 @@ def test_part_a_cpu_smoke_run(tmp_path, tokenizer_cli_args):
 
 
 def test_an_unknown_part_is_refused(tmp_path):
-    result = subprocess.run(["bash", str(SCRIPT), "d"], cwd=REPO, capture_output=True, text=True, timeout=60,
+    result = subprocess.run(["bash", str(SCRIPT), "z"], cwd=REPO, capture_output=True, text=True, timeout=60,
                             env={**os.environ, "SMOKE": "1", "PY": sys.executable, "OUT": str(tmp_path)})
-    assert result.returncode == 2 and "unknown part 'd'" in result.stderr
+    assert result.returncode == 2 and "unknown part 'z'" in result.stderr

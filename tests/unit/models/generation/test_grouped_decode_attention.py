@@ -10,6 +10,7 @@ import torch
 
 from nemo_distill.data.collate import left_pad
 from nemo_distill.models.generation.grouped_decode_attention import (
+    GROUPED_DECODE_MATMUL,
     GROUPED_DECODE_SDPA,
     grouped_decode_attention,
     use_grouped_decode_attention,
@@ -32,8 +33,9 @@ def attention_module(groups: int):
     return types.SimpleNamespace(num_key_value_groups=groups, training=False, is_causal=True)
 
 
+@pytest.mark.parametrize("kernel", ["sdpa", "matmul"])
 @pytest.mark.parametrize("with_mask", [True, False])
-def test_one_query_token_matches_float64_reference(with_mask):
+def test_one_query_token_matches_float64_reference(with_mask, kernel):
     generator = torch.Generator().manual_seed(0)
     batch, kv_heads, groups, length, dim = 3, 2, 4, 11, 8
     query = torch.randn(batch, kv_heads * groups, 1, dim, generator=generator)
@@ -44,7 +46,7 @@ def test_one_query_token_matches_float64_reference(with_mask):
         keep = torch.ones(batch, 1, 1, length, dtype=torch.bool)
         keep[1, ..., 5:] = False
         keep[2, ..., 3:5] = False
-    output, weights = grouped_decode_attention(attention_module(groups), query, key, value, keep, scaling=0.3)
+    output, weights = grouped_decode_attention(attention_module(groups), query, key, value, keep, scaling=0.3, kernel=kernel)
     assert weights is None and output.shape == (batch, 1, kv_heads * groups, dim) and output.is_contiguous()
     torch.testing.assert_close(output.double(), reference_attention(query, key, value, keep, 0.3), atol=1e-5, rtol=0)
 
@@ -72,6 +74,49 @@ def test_only_one_query_token_with_a_shared_mask_is_packed(monkeypatch):
     assert len(calls) == 3  # the packed case does not go through sdpa_attention_forward
 
 
+def test_matmul_kernel_default_scale_and_additive_mask():
+    """No ``scaling``: 1/sqrt(D); a float mask adds (-inf or 0), as SDPA's float masks do."""
+    generator = torch.Generator().manual_seed(3)
+    query = torch.randn(2, 6, 1, 16, generator=generator)
+    key, value = torch.randn(2, 3, 7, 16, generator=generator), torch.randn(2, 3, 7, 16, generator=generator)
+    keep = torch.ones(2, 1, 1, 7, dtype=torch.bool)
+    keep[0, ..., 4:] = False
+    additive = torch.zeros(2, 1, 1, 7).masked_fill(~keep, float("-inf"))
+    expected = reference_attention(query, key, value, keep, 16 ** -0.5)
+    for mask in (keep, additive):
+        output, _ = grouped_decode_attention(attention_module(2), query, key, value, mask, kernel="matmul")
+        torch.testing.assert_close(output.double(), expected, atol=1e-5, rtol=0)
+
+
+def test_matmul_kernel_bf16_is_as_close_to_float64_as_sdpa():
+    """bf16 products, fp32 softmax: within a small multiple of SDPA's own bf16 error."""
+    generator = torch.Generator().manual_seed(4)
+    query = torch.randn(4, 8, 1, 64, generator=generator)
+    key, value = torch.randn(4, 4, 96, 64, generator=generator), torch.randn(4, 4, 96, 64, generator=generator)
+    keep = torch.ones(4, 1, 1, 96, dtype=torch.bool)
+    keep[1, ..., 50:] = False
+    expected = reference_attention(query, key, value, keep, 0.125)
+    errors = {}
+    for kernel in ("sdpa", "matmul"):
+        output, _ = grouped_decode_attention(attention_module(2), query.bfloat16(), key.bfloat16(), value.bfloat16(), keep,
+                                             scaling=0.125, kernel=kernel)
+        assert output.dtype == torch.bfloat16
+        errors[kernel] = (output.double() - expected).abs().max().item()
+    assert errors["matmul"] <= 4 * errors["sdpa"] + 1e-3, errors
+
+
+def test_matmul_kernel_compiles_with_inductor_to_the_same_values():
+    """The GPU loop compiles the decode step with inductor (``fullgraph``): the written-out softmax must trace
+    as one graph and give the eager values."""
+    generator = torch.Generator().manual_seed(5)
+    query = torch.randn(2, 4, 1, 8, generator=generator)
+    key, value = torch.randn(2, 2, 5, 8, generator=generator), torch.randn(2, 2, 5, 8, generator=generator)
+    keep = torch.tensor([True, True, True, False, False]).expand(2, 1, 1, 5)
+    compiled = torch.compile(lambda *args: grouped_decode_attention(*args, scaling=0.25, kernel="matmul")[0], fullgraph=True)
+    torch.testing.assert_close(compiled(attention_module(2), query, key, value, keep),
+                               reference_attention(query, key, value, keep, 0.25).float(), atol=1e-5, rtol=0)
+
+
 def test_traces_as_one_graph():
     """The loop compiles its decode step with ``fullgraph=True``: the packed path must not break the graph."""
 
@@ -96,6 +141,26 @@ def test_switches_only_sdpa_models(tiny_model_dir):
     assert model.config._attn_implementation == "sdpa"
     assert use_grouped_decode_attention(model) and model.config._attn_implementation == GROUPED_DECODE_SDPA
     assert use_grouped_decode_attention(model)  # idempotent
+    assert use_grouped_decode_attention(model, "matmul") and model.config._attn_implementation == GROUPED_DECODE_MATMUL
+    with pytest.raises(ValueError, match="decode attention kernel"):
+        use_grouped_decode_attention(model, "flash")
+
+
+@pytest.mark.parametrize("fixture", ["tiny_model_dir", "tiny_llama_dir"])
+def test_sampler_with_matmul_kernel_samples_what_sdpa_samples(fixture, request):
+    path = request.getfixturevalue(fixture)
+    prompts = [[5, 6, 7, 8, 9], [11, 12], [3, 4, 5, 6, 7, 8, 9, 10, 40, 41]]
+    input_ids, attention_mask = left_pad(prompts, 0)
+    options = dict(max_new_tokens=6, greedy=True, processors=[], eos_token_ids=[], pad_token_id=0)
+    results = {}
+    for kernel in ("sdpa", "matmul"):
+        model = load_causal_lm(path, dtype=torch.float64, device=torch.device("cpu")).eval()
+        sampler = StaticCacheSampler(model, compile_decode=False, decode_attention=kernel)
+        assert model.config._attn_implementation == (GROUPED_DECODE_MATMUL if kernel == "matmul" else GROUPED_DECODE_SDPA)
+        results[kernel] = sampler.sample(input_ids, attention_mask, **options)
+    torch.testing.assert_close(results["matmul"][0], results["sdpa"][0], atol=0, rtol=0)
+    # float64 models; the log-probs are fp32 (the loop's convention), so one rounding step apart at most
+    torch.testing.assert_close(results["matmul"][1], results["sdpa"][1], atol=2e-6, rtol=0)
 
 
 @pytest.mark.parametrize("fixture", ["tiny_model_dir", "tiny_llama_dir"])
