@@ -4,8 +4,8 @@
 #   bash benchmarks/issue16_pending.sh a    # ~6.5 min: grouped decode attention; teacher / train outside Ray; trainer memory with AC
 #   bash benchmarks/issue16_pending.sh b    # ~6 min: our step against TRL's in the same run (tied Qwen3-0.6B shape)
 #   bash benchmarks/issue16_pending.sh c    # ~6 min: our step alone, colocated overlap_generation, then + compiled layers
-#   bash benchmarks/issue16_pending.sh d    # ~9 min: decode attention SDPA vs matmul, sampling in the graph (A/B,
-#                                           #   profiled); on-policy step with compiled layers + the fastest loop vs TRL
+#   bash benchmarks/issue16_pending.sh d    # ~9 min: decode attention SDPA vs matmul (profiled); the on-policy
+#                                           #   step as the recipe sets it against TRL in the same run
 #   bash benchmarks/issue16_pending.sh e    # ~6 min: train / teacher outside Ray, eager against compiled layers;
 #                                           #   trainer memory with AC + windows + compiled layers
 #
@@ -78,25 +78,22 @@ case "$part" in
     snapshot
     ;;
   d)
-    # Generation: the decode step's attention as SDPA (cuDNN's kernel on an H100: 40% of the step) or as
-    # two matrix products; then also the sampling inside the decode graph. --profile: kernel tables.
-    timeout 240 $PY benchmarks/generation_samplers.py "${TOKENIZER[@]}" "${GS_ARGS[@]}" \
-      --samplers loop loop_matmul loop_matmul_fused --repeats 2 --profile --out "$OUT/gs" 2>&1 | quiet | tail -14
+    # Generation: the loop's decode attention as SDPA (cuDNN's kernel on an H100: 40% of the step) or as
+    # two matrix products (hf_decode_attention: matmul); --profile writes each one's kernel table.
+    timeout 200 $PY benchmarks/generation_samplers.py "${TOKENIZER[@]}" "${GS_ARGS[@]}" \
+      --samplers loop loop_matmul --repeats 2 --profile --out "$OUT/gs" 2>&1 | quiet | tail -10
     snapshot
-    # The fastest loop variant of that run goes into the step (none if the run failed).
-    loop_overrides=$($PY benchmarks/fastest_loop_variant.py "$OUT/gs/generation_samplers.json")
-    echo "loop overrides: ${loop_overrides:-none}"
-    # The on-policy step (<= TRL's / 5) with compiled decoder layers (student and teacher), TRL in the same run.
-    # shellcheck disable=SC2086  # the overrides are separate words
+    # The on-policy step (<= TRL's / 5) as the recipe sets it (compiled decoder layers, matmul decode
+    # attention), TRL in the same run.
     timeout 340 $PY benchmarks/compare_trl.py --steps 4 "${TOKENIZER[@]}" --require-trl --out "$OUT/ctrl" \
-      --ours-override policy.compile_decoder_layers=true teacher.compile_decoder_layers=true $loop_overrides \
       2>&1 | quiet | tail -40
     snapshot
     ;;
   e)
     # Train (>= 30k tokens/s) and teacher top-k (>= 200k) outside Ray: eager, then compiled layers.
     for variant in eager compiled; do
-      extra=(); [ "$variant" = compiled ] && extra=(policy.compile_decoder_layers=true teacher.compile_decoder_layers=true)
+      compile=$([ "$variant" = compiled ] && echo true || echo false)
+      extra=(policy.compile_decoder_layers=$compile teacher.compile_decoder_layers=$compile)
       timeout 150 $PY benchmarks/profile_step.py "${TOKENIZER[@]}" "${PROF_ARGS[@]}" --phases teacher_topk train \
         --out "$OUT/prof_$variant" --override policy.fused_rms_norm=true teacher.fused_rms_norm=true "${extra[@]}" \
         2>&1 | quiet | grep -E '^(setting:|phase |teacher_topk |train )'

@@ -25,11 +25,13 @@ def score_and_train(rank: int, model_dir: str, compiled: bool) -> dict:
 
 
 @pytest.mark.slow
-def test_compiled_layers_match_eager(tiny_model_dir):
-    eager = run_ranks(score_and_train, 1, tiny_model_dir, False)[0]
-    compiled = run_ranks(score_and_train, 1, tiny_model_dir, True)[0]
-    assert eager["compiled_layers"] == 0 and compiled["compiled_layers"] == 2
-    assert_same_scores_gradients_losses(compiled, eager)
+@pytest.mark.parametrize("world_size", [1, 2])  # 2: FSDP2 shards, its all-gather / reshard hooks around the compiled layers
+def test_compiled_layers_match_eager(tiny_model_dir, world_size):
+    eager = run_ranks(score_and_train, world_size, tiny_model_dir, False)
+    compiled = run_ranks(score_and_train, world_size, tiny_model_dir, True)
+    for rank in range(world_size):
+        assert eager[rank]["compiled_layers"] == 0 and compiled[rank]["compiled_layers"] == 2
+        assert_same_scores_gradients_losses(compiled[rank], eager[rank])
 
 
 def test_compile_with_context_parallel_is_refused():
