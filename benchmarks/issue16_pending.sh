@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Issue 16's measurements still owed to a GPU, in three device calls of under 10 minutes each.
+# Issue 16's measurements still owed to a GPU, one device call of under 10 minutes per part.
 #
 #   bash benchmarks/issue16_pending.sh a    # ~6.5 min: grouped decode attention; teacher / train outside Ray; trainer memory with AC
 #   bash benchmarks/issue16_pending.sh b    # ~6 min: our step against TRL's in the same run (tied Qwen3-0.6B shape)
 #   bash benchmarks/issue16_pending.sh c    # ~6 min: our step alone, colocated overlap_generation, then + compiled layers
-#   bash benchmarks/issue16_pending.sh d    # ~9 min: decode attention SDPA vs matmul (profiled); the on-policy
+#   bash benchmarks/issue16_pending.sh d    # ~8 min: decode attention SDPA vs matmul (profiled); the on-policy
 #                                           #   step as the recipe sets it against TRL in the same run
 #   bash benchmarks/issue16_pending.sh e    # ~6 min: train / teacher outside Ray, eager against compiled layers;
 #                                           #   trainer memory with AC + windows + compiled layers
@@ -15,7 +15,7 @@
 # SMOKE=1 runs part a on CPU at the tiny shape with $PY (tests/unit/benchmarks checks the script that way;
 # TOK then names a tokenizer folder, else the embedded model's is used).
 set -uo pipefail
-part=${1:?usage: issue16_pending.sh a|b|c}
+part=${1:?usage: issue16_pending.sh a|b|c|d|e}
 OUT=${OUT:-/tmp/issue16}
 PY=${PY:-python3}
 mkdir -p "$OUT"
@@ -83,8 +83,7 @@ case "$part" in
     timeout 200 $PY benchmarks/generation_samplers.py "${TOKENIZER[@]}" "${GS_ARGS[@]}" \
       --samplers loop loop_matmul --repeats 2 --profile --out "$OUT/gs" 2>&1 | quiet | tail -10
     snapshot
-    # The on-policy step (<= TRL's / 5) as the recipe sets it (compiled decoder layers, matmul decode
-    # attention), TRL in the same run.
+    # The on-policy step (<= TRL's / 5) as the recipe sets it (compiled decoder layers), TRL in the same run.
     timeout 340 $PY benchmarks/compare_trl.py --steps 4 "${TOKENIZER[@]}" --require-trl --out "$OUT/ctrl" \
       2>&1 | quiet | tail -40
     snapshot

@@ -19,7 +19,8 @@ Two kernels compute it (``kernel``, ``policy.generation.hf_decode_attention``):
 
 * ``sdpa``: torch's ``scaled_dot_product_attention``, the same kernel HF's ``sdpa`` runs;
 * ``matmul``: two batched matrix products around an fp32 softmax (HF's ``eager`` attention's
-  numerics: bf16 products, fp32 softmax). On an H100, under the decode step's CUDA graph, SDPA picked
+  numerics: the query-key products are rounded to bf16 before the softmax, where SDPA keeps them in
+  fp32; with large products, e.g. attention sinks, its error grows past SDPA's). On an H100, under the decode step's CUDA graph, SDPA picked
   cuDNN's fused attention, which took ~50 us per layer for ``groups = 2`` query rows against 384 cached
   positions, 40% of the decode step, for a sum that reads ~12.6 MB (a few microseconds of memory
   traffic): a kernel tiled for long query blocks, nearly idle on two rows. The softmax is written out
@@ -51,10 +52,11 @@ def packed_decode_attention_matmul(query: torch.Tensor, key: torch.Tensor, value
     if attention_mask is not None:
         scores = (scores.masked_fill(~attention_mask, float("-inf")) if attention_mask.dtype == torch.bool
                   else scores + attention_mask.float())
-    # Written out (not torch.softmax) so inductor's attention patterns do not rewrite it into SDPA.
-    scores = scores - scores.amax(dim=-1, keepdim=True)
+    # Written out (not torch.softmax) so inductor's attention patterns do not rewrite it into SDPA. A row
+    # with every position masked gets zeros, as SDPA gives (the clamps keep -inf - -inf and 0 / 0 out).
+    scores = scores - scores.amax(dim=-1, keepdim=True).clamp_min(torch.finfo(torch.float32).min)
     weights = scores.exp()
-    weights = weights / weights.sum(dim=-1, keepdim=True)
+    weights = weights / weights.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
     return torch.matmul(weights.to(value.dtype), value)
 
 

@@ -73,10 +73,11 @@ def sample_next_token(logits: torch.Tensor, finished: torch.Tensor, eos: torch.T
     if greedy:
         token = scores.argmax(dim=-1)
     else:
-        # E = -log(U), U ~ uniform[0, 1): never 0 (U < 1), so no token wins by a zero divisor; U = 0 gives
-        # E = inf, a token that cannot win (a 2^-24 chance, like multinomial's own rounding).
+        # E = -log(U), U ~ uniform[0, 1): never 0 (U < 1), so no token wins by a zero divisor. U is clamped
+        # away from 0 (a 2^-24 chance): E = inf would give the only token a top-k / top-p filter kept a
+        # score of -inf, and the argmax would then pick a filtered one.
         # argmax(p / E) = argmax(scores - log E): the softmax's normaliser is the same for the whole row.
-        exponential = -torch.log(torch.rand_like(scores))
+        exponential = -torch.log(torch.rand_like(scores).clamp_min(torch.finfo(scores.dtype).tiny))
         token = (scores - torch.log(exponential)).argmax(dim=-1)
     token = token.masked_fill(finished, pad_token_id)
     logprob = torch.log_softmax(raw, dim=-1).gather(1, token[:, None]).squeeze(1).masked_fill(finished, 0.0)

@@ -21,12 +21,12 @@ class HostRows:
     stream, so the host keeps launching the next micro-batch while the last one's rows travel;
     :meth:`result` waits once for all of them. (A ``.cpu()`` per micro-batch would instead stop the
     host until the device is idle, and stage each copy through pageable memory.) Columns a
-    micro-batch does not cover (it was trimmed to its longest row) stay zero.
+    micro-batch does not cover (it was trimmed to its longest row) are zero.
     """
 
     def __init__(self, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device):
         self.device = device
-        self.buffer = torch.zeros(shape, dtype=dtype, pin_memory=device.type == "cuda")
+        self.buffer = torch.empty(shape, dtype=dtype, pin_memory=device.type == "cuda")  # every row is written
         self.next_row = 0
 
     def put(self, rows: torch.Tensor) -> None:
@@ -36,7 +36,12 @@ class HostRows:
             raise ValueError(f"rows of shape {tuple(rows.shape)} do not fit at row {self.next_row} of a "
                              f"{tuple(self.buffer.shape)} result")
         rows = rows.to(self.buffer.dtype)
-        self.buffer[self.next_row:self.next_row + count, :width].copy_(rows, non_blocking=self.device.type == "cuda")
+        if width < self.buffer.shape[1]:
+            # Whole rows, zero-padded on the device: their destination is contiguous. A copy into the
+            # strided [:, :width] slice would be staged through pageable memory and block the host.
+            padding = [0, 0] * (rows.dim() - 2) + [0, self.buffer.shape[1] - width]
+            rows = torch.nn.functional.pad(rows, padding)
+        self.buffer[self.next_row:self.next_row + count].copy_(rows.contiguous(), non_blocking=self.device.type == "cuda")
         self.next_row += count
 
     def result(self) -> torch.Tensor:

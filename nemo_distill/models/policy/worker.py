@@ -281,12 +281,13 @@ class PolicyWorker(DeviceMemoryMixin, WeightExportMixin):
             # would leave this rank out of FSDP's all-gathers / reduce-scatters and hang the others.
             (loss * self.grad_sum_scale).backward()
             loss_sum += loss.detach()
-            for name, value in metrics.items():
+            for name, value in metrics.items():  # tensors in float64, as the float sums were (exact token counts)
+                value = value.detach().double() if isinstance(value, torch.Tensor) else value
                 metric_sums[name] = metric_sums.get(name, 0.0) + value
         sum_head_local_grads(self.head_local_modules, self.layout.tp_group)
         return float(loss_sum), {name: float(value) for name, value in metric_sums.items()}, counts
 
-    def _micro_batch_loss(self, micro: TokenBatch, loss_fn: LossFunction, counts: StepCounts) -> tuple[torch.Tensor, dict[str, float]]:
+    def _micro_batch_loss(self, micro: TokenBatch, loss_fn: LossFunction, counts: StepCounts) -> tuple[torch.Tensor, dict]:
         """The micro-batch's loss share and metric sums, from one forward (with autograd).
 
         With ``train_head_chunk_rows`` (and a loss that supports row windows, tp = cp = 1, a model

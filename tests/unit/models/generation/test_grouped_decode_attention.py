@@ -88,6 +88,20 @@ def test_matmul_kernel_default_scale_and_additive_mask():
         torch.testing.assert_close(output.double(), expected, atol=1e-5, rtol=0)
 
 
+def test_matmul_kernel_gives_a_fully_masked_row_zeros_as_sdpa_does():
+    generator = torch.Generator().manual_seed(6)
+    query = torch.randn(2, 4, 1, 8, generator=generator)
+    key, value = torch.randn(2, 2, 5, 8, generator=generator), torch.randn(2, 2, 5, 8, generator=generator)
+    keep = torch.ones(2, 1, 1, 5, dtype=torch.bool)
+    keep[1] = False
+    additive = torch.zeros(2, 1, 1, 5).masked_fill(~keep, float("-inf"))
+    for mask in (keep, additive):
+        output, _ = grouped_decode_attention(attention_module(2), query, key, value, mask, scaling=0.3, kernel="matmul")
+        assert torch.isfinite(output).all() and not output[1].any()
+        torch.testing.assert_close(output[:1].double(), reference_attention(query[:1], key[:1], value[:1], keep[:1], 0.3),
+                                   atol=1e-5, rtol=0)
+
+
 def test_matmul_kernel_bf16_is_as_close_to_float64_as_sdpa():
     """bf16 products, fp32 softmax: within a small multiple of SDPA's own bf16 error."""
     generator = torch.Generator().manual_seed(4)

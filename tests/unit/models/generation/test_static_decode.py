@@ -177,6 +177,17 @@ def test_the_random_draw_follows_the_processed_softmax():
     torch.testing.assert_close(logprob, torch.log_softmax(logits.float(), -1)[0, token])  # raw, not processed
 
 
+def test_a_zero_uniform_draw_keeps_the_filters(monkeypatch):
+    """U = 0 (a 2^-24 chance per token) must not turn the only token top-p kept into -inf and let the
+    argmax pick a filtered one."""
+    logits = torch.full((2, 9), -3.0)
+    logits[:, 7] = 8.0  # top-p 0.9 keeps token 7 alone
+    monkeypatch.setattr(torch, "rand_like", lambda tensor: torch.zeros_like(tensor))
+    token, _, _ = sample_next_token(logits, torch.zeros(2, dtype=torch.bool), torch.tensor([], dtype=torch.long),
+                                    greedy=False, processors=warpers(temperature=1.0, top_k=5, top_p=0.9), pad_token_id=PAD)
+    assert token.tolist() == [7, 7]
+
+
 def test_the_sampling_step_pads_finished_rows_and_marks_eos():
     logits = torch.full((3, 6), -1.0)
     logits[0, 1] = logits[1, 2] = logits[2, 3] = 2.0  # greedy picks 1, 2, 3

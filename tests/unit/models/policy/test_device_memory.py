@@ -51,3 +51,26 @@ def test_gpu_rows_arrive_in_pinned_memory_after_result():
     result, pieces = _fill(torch.device("cuda"))
     assert result.is_pinned()
     torch.testing.assert_close(result, _expected(pieces), rtol=0, atol=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU (pinned memory, asynchronous copies)")
+def test_gpu_puts_of_full_and_trimmed_rows_do_not_wait_for_the_device():
+    """The copies queue behind ~1 s of GPU work without the host waiting; ``result()`` waits for them.
+    (A trimmed micro-batch copied into a strided slice would be staged through pageable memory and block.)"""
+    import time
+
+    device = torch.device("cuda")
+    pieces = [torch.randn(2, 6, 2, device=device), torch.randn(2, 3, 2, device=device)]  # the second one trimmed
+    rows = HostRows((4, 6, 2), torch.float32, device)
+    torch.cuda.synchronize()
+    torch.cuda._sleep(2_000_000_000)  # GPU clock cycles: about a second of queued work
+    started = time.perf_counter()
+    for piece in pieces:
+        rows.put(piece)
+    queued = time.perf_counter() - started
+    result = rows.result()
+    waited = time.perf_counter() - started
+    assert queued < 0.2 < waited, (queued, waited)
+    torch.testing.assert_close(result[:2], pieces[0].cpu(), rtol=0, atol=0)
+    torch.testing.assert_close(result[2:, :3], pieces[1].cpu(), rtol=0, atol=0)
+    assert not result[2:, 3:].any()
