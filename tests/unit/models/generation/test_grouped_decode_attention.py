@@ -74,32 +74,21 @@ def test_only_one_query_token_with_a_shared_mask_is_packed(monkeypatch):
     assert len(calls) == 3  # the packed case does not go through sdpa_attention_forward
 
 
-def test_matmul_kernel_default_scale_and_additive_mask():
-    """No ``scaling``: 1/sqrt(D); a float mask adds (-inf or 0), as SDPA's float masks do."""
+def test_matmul_kernel_default_scale_additive_mask_and_a_fully_masked_row():
+    """No ``scaling``: 1/sqrt(D); a float mask adds (-inf or 0), as SDPA's float masks do; a row with every
+    position masked gets zeros, as SDPA gives."""
     generator = torch.Generator().manual_seed(3)
-    query = torch.randn(2, 6, 1, 16, generator=generator)
-    key, value = torch.randn(2, 3, 7, 16, generator=generator), torch.randn(2, 3, 7, 16, generator=generator)
-    keep = torch.ones(2, 1, 1, 7, dtype=torch.bool)
+    query = torch.randn(3, 6, 1, 16, generator=generator)
+    key, value = torch.randn(3, 3, 7, 16, generator=generator), torch.randn(3, 3, 7, 16, generator=generator)
+    keep = torch.ones(3, 1, 1, 7, dtype=torch.bool)
     keep[0, ..., 4:] = False
-    additive = torch.zeros(2, 1, 1, 7).masked_fill(~keep, float("-inf"))
-    expected = reference_attention(query, key, value, keep, 16 ** -0.5)
+    keep[2] = False
+    additive = torch.zeros(3, 1, 1, 7).masked_fill(~keep, float("-inf"))
+    expected = reference_attention(query[:2], key[:2], value[:2], keep[:2], 16 ** -0.5)
     for mask in (keep, additive):
         output, _ = grouped_decode_attention(attention_module(2), query, key, value, mask, kernel="matmul")
-        torch.testing.assert_close(output.double(), expected, atol=1e-5, rtol=0)
-
-
-def test_matmul_kernel_gives_a_fully_masked_row_zeros_as_sdpa_does():
-    generator = torch.Generator().manual_seed(6)
-    query = torch.randn(2, 4, 1, 8, generator=generator)
-    key, value = torch.randn(2, 2, 5, 8, generator=generator), torch.randn(2, 2, 5, 8, generator=generator)
-    keep = torch.ones(2, 1, 1, 5, dtype=torch.bool)
-    keep[1] = False
-    additive = torch.zeros(2, 1, 1, 5).masked_fill(~keep, float("-inf"))
-    for mask in (keep, additive):
-        output, _ = grouped_decode_attention(attention_module(2), query, key, value, mask, scaling=0.3, kernel="matmul")
-        assert torch.isfinite(output).all() and not output[1].any()
-        torch.testing.assert_close(output[:1].double(), reference_attention(query[:1], key[:1], value[:1], keep[:1], 0.3),
-                                   atol=1e-5, rtol=0)
+        torch.testing.assert_close(output[:2].double(), expected, atol=1e-5, rtol=0)
+        assert torch.isfinite(output).all() and not output[2].any()
 
 
 def test_matmul_kernel_bf16_is_as_close_to_float64_as_sdpa():
