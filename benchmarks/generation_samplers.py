@@ -53,23 +53,17 @@ from qwen3_shapes import QWEN3_SHAPES, QWEN3_VOCAB, build_qwen3_shaped  # noqa: 
 from nemo_distill.models.generation.config import GenerationConfig  # noqa: E402
 
 SAMPLERS = ("generate", "loop", "loop_repeat_kv", "loop_fused", "loop_matmul", "loop_matmul_fused")
-# StaticCacheSampler arguments of the loop variants that the config does not name
-LOOP_VARIANTS = {"loop_repeat_kv": {"grouped_decode_attention": False}, "loop_fused": {"fuse_sampling": True},
-                 "loop_matmul": {"decode_attention": "matmul"},
-                 "loop_matmul_fused": {"decode_attention": "matmul", "fuse_sampling": True}}
+# The loop variants the config names: their GenerationConfig fields (the worker builds the sampler from them)
+LOOP_CONFIGS = {"loop_fused": {"hf_fused_sampling": True}, "loop_matmul": {"hf_decode_attention": "matmul"},
+                "loop_matmul_fused": {"hf_decode_attention": "matmul", "hf_fused_sampling": True}}
 
 
-def loop_variant(sampler: str):
-    """``prepare(worker)`` giving the worker the loop sampler of ``sampler`` (None: the config's own)."""
-    if sampler not in LOOP_VARIANTS:
-        return None
+def without_grouped_decode_attention(worker) -> None:
+    """``loop_repeat_kv`` (no config key: only measured): give the worker a loop sampler on HF's ``sdpa`` attention."""
+    from nemo_distill.models.generation.static_decode import StaticCacheSampler
 
-    def prepare(worker) -> None:
-        from nemo_distill.models.generation.static_decode import StaticCacheSampler
-
-        worker._static_sampler = StaticCacheSampler(worker.model, compile_decode=worker.compiles_own_loop, **LOOP_VARIANTS[sampler])
-
-    return prepare
+    worker._static_sampler = StaticCacheSampler(worker.model, compile_decode=worker.compiles_own_loop,
+                                                grouped_decode_attention=False)
 
 
 def profile_call(generate, generated: dict, sync, cuda: bool, table_path: Path) -> dict:
@@ -112,9 +106,10 @@ def time_sampler(model_dir: str, sampler: str, prompts: list[list[int]], new_tok
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     config = GenerationConfig(hf_static_cache=True, hf_sampler="generate" if sampler == "generate" else "loop",
-                              max_batch_size=len(prompts), temperature=1.0, max_new_tokens=new_tokens, seed=0)
+                              max_batch_size=len(prompts), temperature=1.0, max_new_tokens=new_tokens, seed=0,
+                              **LOOP_CONFIGS.get(sampler, {}))
     generate, generated = generation_runner(model_dir, config, prompts, precision="bfloat16" if cuda else "float32",
-                                            prepare=loop_variant(sampler))
+                                            prepare=without_grouped_decode_attention if sampler == "loop_repeat_kv" else None)
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     started = time.perf_counter()
     generate()
