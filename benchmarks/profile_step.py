@@ -66,8 +66,15 @@ def random_batch(prompts: int, prompt_len: int, new_tokens: int, vocab_size: int
     return TokenBatch(input_ids=input_ids, attention_mask=attention_mask, loss_mask=loss_mask, sample_mask=torch.ones(prompts))
 
 
-def profile_phase(name: str, run, device: torch.device, out: Path, row_limit: int = 25) -> dict:
-    """Warm up once, then time and profile one call of ``run()``; the phase's row of the table."""
+def profile_phase(name: str, run, device: torch.device, out: Path, row_limit: int = 25, *, sync_report: bool = False) -> dict:
+    """Warm up once, then time and profile one call of ``run()``; the phase's row of the table.
+
+    Besides the seconds: ``device_kernel_s``, the profiled call's kernel and copy times summed (GPU only;
+    kernels on different streams may overlap, and the profiler slows the host, so this is a rough
+    figure: well under ``seconds`` means the host, not the device, sets the pace), the top operators by device
+    time (``<name>_ops.txt``) and by host time (``<name>_cpu_ops.txt``), and with ``sync_report`` the
+    places where the host waited for the device (``torch.cuda.set_sync_debug_mode``), most frequent first.
+    """
     run()
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     sync()
@@ -84,10 +91,47 @@ def profile_phase(name: str, run, device: torch.device, out: Path, row_limit: in
     with torch.profiler.profile(activities=activities, profile_memory=False) as prof:
         run()
         sync()
+    averages = prof.key_averages()
     sort_by = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
-    table = prof.key_averages().table(sort_by=sort_by, row_limit=row_limit, max_name_column_width=60)
+    table = averages.table(sort_by=sort_by, row_limit=row_limit, max_name_column_width=60)
     (out / f"{name}_ops.txt").write_text(table)
-    return {"phase": name, "seconds": seconds, "peak_added_gib": peak_added, "peak_total_gib": peak_total, "ops_file": f"{name}_ops.txt", "ops_table": table}
+    (out / f"{name}_cpu_ops.txt").write_text(averages.table(sort_by="self_cpu_time_total", row_limit=row_limit,
+                                                            max_name_column_width=60))
+    row = {"phase": name, "seconds": seconds, "peak_added_gib": peak_added, "peak_total_gib": peak_total,
+           "ops_file": f"{name}_ops.txt", "ops_table": table}
+    if device.type == "cuda":
+        row["device_kernel_s"] = sum(event.self_device_time_total for event in averages) / 1e6
+    if sync_report and device.type == "cuda":
+        row["host_waits"] = host_waits(run)
+        sync()
+    return row
+
+
+def host_waits(run) -> list[list]:
+    """``[[count, where], ...]``: every call in ``run()`` that made the host wait for the device, grouped by
+    the innermost frames of nemo_distill / transformers code that led to it, most frequent first."""
+    import collections
+    import traceback
+    import warnings
+
+    places: collections.Counter = collections.Counter()
+
+    def record(message, category, filename, lineno, file=None, line=None):
+        frames = [frame for frame in traceback.extract_stack()[:-1]
+                  if "nemo_distill" in frame.filename or "transformers" in frame.filename]
+        places[" <- ".join(f"{Path(frame.filename).name}:{frame.lineno}" for frame in reversed(frames[-3:])) or filename] += 1
+
+    shown = warnings.showwarning
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = record
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            run()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+            warnings.showwarning = shown
+    return [[count, where] for where, count in places.most_common(20)]
 
 
 PHASES = ("generation", "teacher_topk", "train")
@@ -128,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tokenizer", default=None, help="tokenizer folder (default: the embedded SmolLM2 one)")
     parser.add_argument("--override", nargs="*", default=[], help="extra config overrides (KEY=VALUE)")
     parser.add_argument("--phases", nargs="+", default=list(PHASES), choices=list(PHASES), help="which phases to profile")
+    parser.add_argument("--sync-report", action="store_true",
+                        help="GPU: also list where each phase made the host wait for the device")
     parser.add_argument("--out", default="results/profile_step")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -170,7 +216,8 @@ def main(argv: list[str] | None = None) -> int:
         workers.append(teacher)
     if "teacher_topk" in args.phases:
         # as the distillation loop asks: the prompt's rows skip the output layer
-        rows.append(profile_phase("teacher_topk", lambda: teacher.get_topk_logits(batch, k, targets_only=True), device, out))
+        rows.append(profile_phase("teacher_topk", lambda: teacher.get_topk_logits(batch, k, targets_only=True), device, out,
+                                   sync_report=args.sync_report))
         rows[-1]["tokens_per_sec"] = tokens / rows[-1]["seconds"]
     if "train" in args.phases:
         topk = teacher.get_topk_logits(batch, k, targets_only=True)
@@ -180,7 +227,8 @@ def main(argv: list[str] | None = None) -> int:
         loss_fn = TopkDistillationLoss(cfg.loss_fn.kl_type, cfg.loss_fn.mixed_kl_weight, cfg.loss_fn.zero_outside_topk)
         student = PolicyWorker(cfg.policy, total_steps=10)
         workers.append(student)
-        rows.append(profile_phase("train", lambda: student.train(train_batch, loss_fn), device, out))
+        rows.append(profile_phase("train", lambda: student.train(train_batch, loss_fn), device, out,
+                                   sync_report=args.sync_report))
         rows[-1]["tokens_per_sec"] = tokens / rows[-1]["seconds"]
         rows[-1]["mfu"] = 6 * params * tokens / rows[-1]["seconds"] / PEAK_BF16_FLOPS
     setting = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "shape": args.shape, "params": params,
@@ -188,13 +236,17 @@ def main(argv: list[str] | None = None) -> int:
                "teacher_batch": args.teacher_batch, "topk": k, "recipe": args.recipe, "overrides": args.override,
                "tokens_counted": "generation: generated tokens; teacher_topk, train: all prompt + response tokens of the batch"}
     print(f"setting: {json.dumps(setting)}")
-    print(f"{'phase':14} {'seconds':>8} {'tokens/s':>10} {'peak +GiB':>10} {'peak GiB':>9} {'MFU':>6} {'ms/decode step':>15}")
+    print(f"{'phase':14} {'seconds':>8} {'kernel s':>8} {'tokens/s':>10} {'peak +GiB':>10} {'peak GiB':>9} {'MFU':>6} {'ms/decode step':>15}")
     for row in rows:
         peak = "-" if row["peak_added_gib"] is None else f"{row['peak_added_gib']:.2f}"
         total = "-" if row["peak_total_gib"] is None else f"{row['peak_total_gib']:.2f}"
         mfu = f"{row['mfu']:.1%}" if "mfu" in row else ""
         step_ms = f"{row['decode_step_ms']:.2f}" if "decode_step_ms" in row else ""
-        print(f"{row['phase']:14} {row['seconds']:8.3f} {row['tokens_per_sec']:10.0f} {peak:>10} {total:>9} {mfu:>6} {step_ms:>15}")
+        busy = f"{row['device_kernel_s']:.3f}" if "device_kernel_s" in row else "-"
+        print(f"{row['phase']:14} {row['seconds']:8.3f} {busy:>8} {row['tokens_per_sec']:10.0f} {peak:>10} {total:>9} {mfu:>6} {step_ms:>15}")
+    for row in rows:
+        for count, where in row.get("host_waits", []):
+            print(f"host wait x{count:<4} {row['phase']}: {where}")
     for row in rows:
         print(f"\n== {row['phase']}: top operators ({row['ops_file']})\n{row.pop('ops_table')}")
     (out / "profile_step.json").write_text(json.dumps({"setting": setting, "phases": rows}, indent=2))

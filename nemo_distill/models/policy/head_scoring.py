@@ -52,6 +52,7 @@ def score_with_chunked_head(
     score: Callable[[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]], Result],
     *,
     first_row: int = 0,
+    verify_head: bool = True,
 ) -> Result:
     """``score(hidden [B, T, H], head)`` computed inside one forward of ``model``; no full logits exist.
 
@@ -63,14 +64,16 @@ def score_with_chunked_head(
     reads hidden row ``t`` alone (:func:`~.logprobs.head_topk`), not for one that also reads row
     ``t - 1`` (:func:`~.logprobs.head_token_logprobs` gives its constant 0 there).
     Raises :class:`ChunkedHeadUnsupported` when the model has no output embedding, does not give it
-    ``[B, T, H]``, or changes the logits after it (see the module docstring).
+    ``[B, T, H]``, or changes the logits after it (see the module docstring; ``verify_head=False`` skips
+    that last check, which waits for the device: a caller that has seen the model pass it once).
+    ``attention_mask`` may be None (causal attention only).
     """
     if not 0 <= first_row < input_ids.shape[1]:
         raise ValueError(f"first_row must be in [0, {input_ids.shape[1] - 1}], got {first_row}")
     if first_row == 0:
-        return _forward_with_head_hook(model, input_ids, attention_mask, score)[0]
+        return _forward_with_head_hook(model, input_ids, attention_mask, score, verify_head=verify_head)[0]
     result = _forward_with_head_hook(model, input_ids, attention_mask,
-                                     lambda hidden, head: score(hidden[:, first_row:], head))[0]
+                                     lambda hidden, head: score(hidden[:, first_row:], head), verify_head=verify_head)[0]
     return _zero_columns_in_front(result, first_row)
 
 
@@ -92,6 +95,7 @@ def train_loss_with_chunked_head(
     window_loss: WindowLoss,
     *,
     first_row: int = 0,
+    verify_head: bool = True,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """``(Σ_w loss_w, Σ_w metrics_w)`` over windows ``w`` of ``window_rows`` prediction rows (the last one
     shorter), where ``(loss_w, metrics_w) = window_loss(head(hidden[:, w]), w)``; one forward of ``model``,
@@ -111,7 +115,7 @@ def train_loss_with_chunked_head(
     slice of the model's own output logits, so backward always reaches the model (a window loss may
     have no gradient path, e.g. a one-token micro-batch), and FSDP2's backward hooks on the root's
     output run as they do with full logits. Raises :class:`ChunkedHeadUnsupported` as
-    :func:`score_with_chunked_head` does.
+    :func:`score_with_chunked_head` does (``verify_head`` as there).
     """
     if window_rows < 1:
         raise ValueError(f"window_rows must be >= 1, got {window_rows}")
@@ -129,7 +133,7 @@ def train_loss_with_chunked_head(
                 sums[name] = sums.get(name, 0.0) + value  # a float or a 0-dim tensor, summed where it lives
         return total, sums
 
-    (loss, sums), output = _forward_with_head_hook(model, input_ids, attention_mask, windowed)
+    (loss, sums), output = _forward_with_head_hook(model, input_ids, attention_mask, windowed, verify_head=verify_head)
     return loss + output.logits[..., :0].sum(), sums
 
 
@@ -253,9 +257,9 @@ def _cache_keyword(model: torch.nn.Module) -> str:
         raise ChunkedHeadUnsupported(str(err)) from err
 
 
-def _forward_with_head_hook(model, input_ids, attention_mask, score, **forward_kwargs):
+def _forward_with_head_hook(model, input_ids, attention_mask, score, *, verify_head: bool = True, **forward_kwargs):
     """``(score(hidden, head), model output)``: the forward of :func:`score_with_chunked_head`, self-check
-    included. ``forward_kwargs`` (default ``use_cache=False``) go to the model's forward."""
+    included unless ``verify_head`` is False. ``forward_kwargs`` (default ``use_cache=False``) go to the model's forward."""
     head = model.get_output_embeddings()
     if head is None:
         raise ChunkedHeadUnsupported(f"{type(model).__name__}.get_output_embeddings() is None")
@@ -292,6 +296,6 @@ def _forward_with_head_hook(model, input_ids, attention_mask, score, **forward_k
             handle.remove()
     if "error" in state or "result" not in state:
         raise ChunkedHeadUnsupported(state.get("error", "the output embedding was never called"))
-    if not torch.equal(output.logits[:, -1].float(), state["last_row"].float()):
+    if verify_head and not torch.equal(output.logits[:, -1].float(), state["last_row"].float()):
         raise ChunkedHeadUnsupported(f"{type(model).__name__} transforms its logits after the output embedding")
     return state["result"], output

@@ -4,7 +4,8 @@
   attention and the MLP run on a head / column shard and one all-reduce closes each block. An
   untied ``lm_head`` is Colwise with vocabulary-sharded local outputs (gathered for the loss, kept
   sharded for top-k); a tied one (SmolLM2) stays replicated because its weight is the embedding's.
-* FSDP2 ``fully_shard`` wraps every decoder layer, then the root, over the data-parallel ranks
+* FSDP2 ``fully_shard`` wraps every decoder layer, then the root (or, ``dtensor_cfg.fsdp_units``, only
+  the root: one unit), over the data-parallel ranks
   (dp x cp flattened when context parallel is on: cp ranks hold the same weights and see different
   sequence chunks of the same samples, so their gradients are summed like dp ranks'). On GPU a
   trainable model keeps fp32 master weights, computes in bf16 and reduces gradients in fp32.
@@ -142,15 +143,35 @@ def sum_head_local_grads(modules: list[nn.Module], tp_group) -> None:
                 dist.all_reduce(grad, group=tp_group)
 
 
-def apply_fsdp2(model: nn.Module, fsdp_mesh, *, mixed_precision: bool, cpu_offload: bool) -> None:
-    """``fully_shard`` each decoder layer, then the root (embeddings, final norm, lm_head)."""
+def apply_fsdp2(model: nn.Module, fsdp_mesh, *, mixed_precision: bool, cpu_offload: bool, units: str = "layers") -> None:
+    """``fully_shard`` each decoder layer, then the root (embeddings, final norm, lm_head); with
+    ``units="model"`` only the root, so the whole model is one unit (``DTensorConfig.fsdp_units``)."""
     from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard
 
+    if units not in ("layers", "model"):
+        raise ValueError(f"FSDP2 units must be 'layers' or 'model', got {units!r}")
     kwargs: dict = {"mesh": fsdp_mesh}
     if mixed_precision:
         kwargs["mp_policy"] = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
     if cpu_offload:
         kwargs["offload_policy"] = CPUOffloadPolicy()
-    for layer in decoder_layers(model):
-        fully_shard(layer, **kwargs)
+    if units == "layers":
+        for layer in decoder_layers(model):
+            fully_shard(layer, **kwargs)
     fully_shard(model, **kwargs)
+
+
+def resolve_fsdp_units(units: str, *, trainable: bool, fsdp_ranks: int, cpu_offload: bool = False,
+                       activation_checkpointing: bool = False) -> str:
+    """``DTensorConfig.fsdp_units`` with "auto" decided for this model: on a one-rank FSDP2 mesh "model" when
+    it trains and "none" (no ``fully_shard``) when it is frozen; "layers" on more ranks, with ``cpu_offload``
+    (FSDP2's offload policy is what brings the weights to the device), and for a model that trains with
+    ``activation_checkpointing`` (asked for memory: one unit holds every layer's gradients until the end
+    of backward, +2.9 GiB for a 0.6B model)."""
+    if units != "auto":
+        return units
+    if fsdp_ranks > 1 or cpu_offload:
+        return "layers"
+    if not trainable:
+        return "none"
+    return "layers" if activation_checkpointing else "model"

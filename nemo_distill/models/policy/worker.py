@@ -33,13 +33,14 @@ from nemo_distill.models.policy.device_memory import DeviceMemoryMixin, HostRows
 from nemo_distill.models.policy.optimizer import build_adamw
 from nemo_distill.models.policy.grad_norm import clip_grad_norm
 from nemo_distill.models.policy.head_scoring import (ChunkedHeadUnsupported, accepts_logits_to_keep, score_with_chunked_head,
-                                                     score_with_shared_prefix, shared_prefix_length,
-                                                     train_loss_with_chunked_head)
+                                                     score_with_shared_prefix, train_loss_with_chunked_head)
 from nemo_distill.models.policy.interfaces import LossFunction, RankInfo, StepCounts, TopkLogits, TrainMetrics
 from nemo_distill.models.policy.logprobs import head_token_logprobs, head_topk, token_logprobs
 from nemo_distill.models.policy.lora import apply_lora, lora_scale
 from nemo_distill.models.policy.lr_schedule import lr_multiplier
-from nemo_distill.models.policy.parallel import apply_fsdp2, apply_tensor_parallel, build_mesh, sum_head_local_grads
+from nemo_distill.models.policy.micro_batches import PlannedMicroBatch, plan_micro_batches
+from nemo_distill.models.policy.parallel import (apply_fsdp2, apply_tensor_parallel, build_mesh, resolve_fsdp_units,
+                                                 sum_head_local_grads)
 from nemo_distill.models.policy.vocab_parallel import chunked_topk_over_vocab_shards, gather_vocab_shards
 from nemo_distill.models.policy.weight_export import WeightExportMixin
 from nemo_distill.utils.cpu_threads import configure_cpu_threads
@@ -119,9 +120,12 @@ class PolicyWorker(DeviceMemoryMixin, WeightExportMixin):
             self.vocab_sharded, self.head_local_modules = tp_result.vocab_sharded, tp_result.head_local_modules
         if not dtensor.cpu_offload:
             model.to(self.device)
-        if dtensor.enabled:
+        fsdp_units = resolve_fsdp_units(dtensor.fsdp_units, trainable=trainable, fsdp_ranks=fsdp_ranks,
+                                        cpu_offload=dtensor.cpu_offload,
+                                        activation_checkpointing=dtensor.activation_checkpointing)
+        if dtensor.enabled and fsdp_units != "none":
             mixed = trainable and self.compute_dtype == torch.bfloat16
-            apply_fsdp2(model, self.layout.fsdp_mesh, mixed_precision=mixed, cpu_offload=dtensor.cpu_offload)
+            apply_fsdp2(model, self.layout.fsdp_mesh, mixed_precision=mixed, cpu_offload=dtensor.cpu_offload, units=fsdp_units)
         elif self.compute_dtype != load_dtype:
             model.to(self.compute_dtype)  # no FSDP2 to cast for compute: train in the compute dtype directly
         self.model = model
@@ -140,6 +144,7 @@ class PolicyWorker(DeviceMemoryMixin, WeightExportMixin):
         # Scoring applies the output embedding chunk by chunk (no [B, T, V] logits) unless the model
         # failed head_scoring's self-check; TP (vocab-sharded head) and CP always use full logits.
         self.chunked_head = self.layout.tp_size == 1 and self.layout.cp_size == 1
+        self.head_verified = False  # head_scoring's self-check passed once: later forwards skip it (it waits for the device)
         # ... and runs a prefix all rows share once (head_scoring.score_with_shared_prefix), except with
         # compiled layers (traced without a KV cache) or after a model returned no usable cache.
         self.share_prefix = not cfg.compile_decoder_layers
@@ -157,12 +162,12 @@ class PolicyWorker(DeviceMemoryMixin, WeightExportMixin):
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return [param for param in self.model.parameters() if param.requires_grad]
 
-    def _forward_local_logits(self, batch: TokenBatch) -> torch.Tensor:
-        """``[b, t, V or V/tp]`` logits over the batch's full sequence; vocab-sharded when ``self.vocab_sharded``."""
+    def _forward_local_logits(self, planned: PlannedMicroBatch) -> torch.Tensor:
+        """``[b, t, V or V/tp]`` logits over the micro-batch's full sequence; vocab-sharded when ``self.vocab_sharded``."""
         if self.layout.cp_size == 1:
-            output = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
+            output = self.model(input_ids=planned.batch.input_ids, attention_mask=planned.model_attention_mask, use_cache=False)
             return output.logits
-        return self._forward_context_parallel(batch)
+        return self._forward_context_parallel(planned.batch)
 
     def _forward_context_parallel(self, batch: TokenBatch) -> torch.Tensor:
         """CP forward: pad to 2*cp chunks, shard in place under ring attention, gather the logits back.
@@ -182,24 +187,22 @@ class PolicyWorker(DeviceMemoryMixin, WeightExportMixin):
         full = context_parallel.gather_load_balanced(local, self.layout.cp_group, dim=1)
         return full[:, :seq_len]
 
-    def _score_with_chunked_head(self, batch: TokenBatch, score, *, targets_only: bool = False):
+    def _score_with_chunked_head(self, planned: PlannedMicroBatch, score, *, targets_only: bool = False):
         """``score(hidden [b, t, H], head, input_ids [b, t])`` (column-local: :mod:`.head_scoring`) from the
         forward, or None when this worker must use full logits (TP/CP, or logits that are not ``head(hidden)``).
-        ``targets_only``: the columns before ``batch.first_target_row()`` may come back as zeros
+        ``targets_only``: the columns before ``planned.first_target_row`` may come back as zeros
         (``first_row`` of ``score_with_chunked_head`` and ``score_with_shared_prefix``)."""
         if not self.chunked_head:
             return None
+        batch = planned.batch
         # A prefix of at least logprob_shared_prefix_min_tokens that every row shares runs once. FSDP2
         # ranks all-gather each layer in every forward, so they all take the two-forward path or none does.
-        min_tokens, prefix_len = self.cfg.logprob_shared_prefix_min_tokens, 0
-        if min_tokens and self.share_prefix:
-            prefix_len = shared_prefix_length(batch.input_ids, batch.attention_mask)
-            prefix_len = prefix_len if prefix_len >= min_tokens else 0
-        if min_tokens and self.cfg.dtensor_cfg.enabled and dist.get_world_size() > 1:
+        prefix_len = planned.shared_prefix_len if self.share_prefix else 0
+        if self.cfg.logprob_shared_prefix_min_tokens and self.cfg.dtensor_cfg.enabled and dist.get_world_size() > 1:
             every_rank = torch.tensor([int(prefix_len > 0)], device=self.device)
             dist.all_reduce(every_rank, op=dist.ReduceOp.MIN)
             prefix_len = prefix_len if every_rank.item() else 0
-        first_row = batch.first_target_row() if targets_only else 0
+        first_row = planned.first_target_row if targets_only else 0
         if prefix_len:
             try:
                 return score_with_shared_prefix(self.model, batch.input_ids, batch.attention_mask, prefix_len, score,
@@ -208,16 +211,19 @@ class PolicyWorker(DeviceMemoryMixin, WeightExportMixin):
                 log.warning("scoring without a shared prefix from now on: %s", error)
                 self.share_prefix = False
         try:
-            return score_with_chunked_head(self.model, batch.input_ids, batch.attention_mask, first_row=first_row,
-                                           score=lambda hidden, head: score(hidden, head, batch.input_ids[:, first_row:]))
+            result = score_with_chunked_head(
+                self.model, batch.input_ids, planned.model_attention_mask, first_row=first_row,
+                score=lambda hidden, head: score(hidden, head, batch.input_ids[:, first_row:]), verify_head=not self.head_verified)
         except ChunkedHeadUnsupported as error:
             log.warning("scoring with full [B, T, V] logits from now on: %s", error)
             self.chunked_head = False
             return None
+        self.head_verified = True
+        return result
 
-    def _forward_logits(self, batch: TokenBatch) -> torch.Tensor:
+    def _forward_logits(self, planned: PlannedMicroBatch) -> torch.Tensor:
         """``[b, t, V]`` logits over the full vocabulary, identical on every rank of a tp/cp group."""
-        logits = self._forward_local_logits(batch)
+        logits = self._forward_local_logits(planned)
         if self.vocab_sharded:
             logits = gather_vocab_shards(logits, self.layout.tp_group)
         return logits
@@ -234,7 +240,7 @@ class PolicyWorker(DeviceMemoryMixin, WeightExportMixin):
         if not self.trainable:
             raise RuntimeError("train() called on a frozen (trainable=False) worker")
         started = time.perf_counter()
-        batch = batch.to(self.device)
+        batch = batch.to("cpu")  # planned on the host (micro_batches.py); a batch from Ray is already there
         self.optimizer.zero_grad(set_to_none=True)
         loss_sum, metric_sums, counts = self._accumulate_gradients(batch, loss_fn)
         dp_group = self.layout.dp_group
@@ -265,18 +271,19 @@ class PolicyWorker(DeviceMemoryMixin, WeightExportMixin):
         return StepCounts(tokens=max(tokens, 1.0), sequences=max(sequences, 1.0), micro_batches=max(int(micro_batches), 1))
 
     def _accumulate_gradients(self, batch: TokenBatch, loss_fn: LossFunction) -> tuple[float, dict[str, float], StepCounts]:
-        """Forward/backward every micro-batch of ``batch`` (on the device) into ``.grad``.
+        """Forward/backward every micro-batch of ``batch`` (on the host) into ``.grad``.
 
         Returns this rank's summed loss, summed loss metrics, and the step's global counts.
         """
         counts = self._step_counts(batch)
         self.model.train()
-        # Sums stay on the device until every micro-batch is queued: a float() per micro-batch would
-        # stop the host until the device caught up, and a launch-bound step needs the host ahead.
+        # Sums stay on the device until every micro-batch is queued, and the micro-batches are planned
+        # on the host: a float() or an .item() per micro-batch would stop the host until the device
+        # caught up, and a launch-bound step needs the host ahead.
         loss_sum, metric_sums = torch.zeros((), dtype=torch.float64, device=self.device), {}
-        for micro in batch.micro_batches(self.cfg.train_micro_batch_size):
-            micro = micro.trim_padding()
-            loss, metrics = self._micro_batch_loss(micro, loss_fn, counts)
+        for planned in plan_micro_batches(batch, self.cfg.train_micro_batch_size, self.device):
+            micro = planned.batch
+            loss, metrics = self._micro_batch_loss(planned, loss_fn, counts)
             # A micro-batch without targets still runs forward/backward (its loss is 0): skipping it
             # would leave this rank out of FSDP's all-gathers / reduce-scatters and hang the others.
             (loss * self.grad_sum_scale).backward()
@@ -287,7 +294,7 @@ class PolicyWorker(DeviceMemoryMixin, WeightExportMixin):
         sum_head_local_grads(self.head_local_modules, self.layout.tp_group)
         return float(loss_sum), {name: float(value) for name, value in metric_sums.items()}, counts
 
-    def _micro_batch_loss(self, micro: TokenBatch, loss_fn: LossFunction, counts: StepCounts) -> tuple[torch.Tensor, dict]:
+    def _micro_batch_loss(self, planned: PlannedMicroBatch, loss_fn: LossFunction, counts: StepCounts) -> tuple[torch.Tensor, dict]:
         """The micro-batch's loss share and metric sums, from one forward (with autograd).
 
         With ``train_head_chunk_rows`` (and a loss that supports row windows, tp = cp = 1, a model
@@ -296,23 +303,27 @@ class PolicyWorker(DeviceMemoryMixin, WeightExportMixin):
         forward or the backward. Otherwise ``loss_fn`` gets the logits of rows ``first_target_row() ..
         T - 1`` (HF's ``logits_to_keep``, for such a loss and model) or the full logits.
         """
+        micro = planned.batch
         window_rows = self._train_head_window_rows(loss_fn)
         # Rows before the first target token (the prompt's) feed no loss: the output layer skips them.
-        first_row = micro.first_target_row() if self._loss_reads_row_windows(loss_fn) else 0
+        first_row = planned.first_target_row if self._loss_reads_row_windows(loss_fn) else 0
         if window_rows:
             try:
-                return train_loss_with_chunked_head(
-                    self.model, micro.input_ids, micro.attention_mask, window_rows,
-                    lambda logits, rows: loss_fn(logits, micro, counts=counts, rows=rows), first_row=first_row)
+                result = train_loss_with_chunked_head(
+                    self.model, micro.input_ids, planned.model_attention_mask, window_rows,
+                    lambda logits, rows: loss_fn(logits, micro, counts=counts, rows=rows), first_row=first_row,
+                    verify_head=not self.head_verified)
+                self.head_verified = True
+                return result
             except ChunkedHeadUnsupported as error:
                 log.warning("training and scoring with full [B, T, V] logits from now on: %s", error)
                 self.chunked_head = False
         if first_row and self.keeps_logit_rows:
-            logits = self.model(input_ids=micro.input_ids, attention_mask=micro.attention_mask, use_cache=False,
+            logits = self.model(input_ids=micro.input_ids, attention_mask=planned.model_attention_mask, use_cache=False,
                                 logits_to_keep=micro.seq_len - first_row).logits
             loss, metrics = loss_fn(logits, micro, counts=counts, rows=slice(first_row, micro.seq_len))
         else:
-            logits = self._forward_logits(micro)
+            logits = self._forward_logits(planned)
             loss, metrics = loss_fn(logits, micro, counts=counts)
         # A micro-batch of one token has no prediction rows, and a loss built only from them (SFT,
         # GRPO) then does not depend on the logits: tie it to them through a zero-size slice (adds
@@ -346,6 +357,11 @@ class PolicyWorker(DeviceMemoryMixin, WeightExportMixin):
         return 0
 
     # ------------------------------------------------------------------ scoring
+    def _scoring_micro_batches(self, batch: TokenBatch) -> list[PlannedMicroBatch]:
+        """``logprob_batch_size`` micro-batches planned on the host, shared prefixes measured when they may be used."""
+        min_tokens = self.cfg.logprob_shared_prefix_min_tokens if self.chunked_head and self.share_prefix else 0
+        return plan_micro_batches(batch, self.cfg.logprob_batch_size, self.device, shared_prefix_min_tokens=min_tokens)
+
     @torch.no_grad()
     def get_logprobs(self, batch: TokenBatch, temperature: float = 1.0, *, targets_only: bool = False) -> torch.Tensor:
         """``[B, T]`` fp32 ``log p(input_ids[b, t] | input_ids[b, :t])`` under ``softmax(logits / temperature)``
@@ -355,13 +371,13 @@ class PolicyWorker(DeviceMemoryMixin, WeightExportMixin):
         rows skip the output layer)."""
         self.model.eval()
         result = HostRows((batch.size, batch.seq_len), torch.float32, self.device)
-        for micro in batch.to(self.device).micro_batches(self.cfg.logprob_batch_size):
-            trimmed = micro.trim_padding()
+        for planned in self._scoring_micro_batches(batch):
+            trimmed = planned.batch
             chunk, vocab = self.cfg.logprob_chunk_size, int(self.model.config.vocab_size)
-            scores = self._score_with_chunked_head(trimmed, lambda hidden, head, input_ids: head_token_logprobs(
+            scores = self._score_with_chunked_head(planned, lambda hidden, head, input_ids: head_token_logprobs(
                 hidden, head, input_ids, chunk, temperature=temperature, vocab_size=vocab), targets_only=targets_only)
             if scores is None:
-                logits = self._forward_logits(trimmed)
+                logits = self._forward_logits(planned)
                 scores = token_logprobs(logits, trimmed.input_ids, chunk, temperature=temperature)
             logprobs = torch.where(trimmed.attention_mask.bool(), scores.float(), 0.0)
             logprobs[:, 0] = 0.0
@@ -387,13 +403,13 @@ class PolicyWorker(DeviceMemoryMixin, WeightExportMixin):
         tp_group = self.layout.tp_group if self.vocab_sharded else None
         values = HostRows((batch.size, batch.seq_len, k), torch.float32, self.device)
         indices = HostRows((batch.size, batch.seq_len, k), torch.int32, self.device)
-        for micro in batch.to(self.device).micro_batches(self.cfg.logprob_batch_size):
-            trimmed = micro.trim_padding()
-            top = self._score_with_chunked_head(trimmed, lambda hidden, head, input_ids: head_topk(
+        for planned in self._scoring_micro_batches(batch):
+            trimmed = planned.batch
+            top = self._score_with_chunked_head(planned, lambda hidden, head, input_ids: head_topk(
                 hidden, head, k, self.cfg.logprob_chunk_size, temperature=temperature, vocab_size=vocab_size),
                 targets_only=targets_only)
             if top is None:
-                top = chunked_topk_over_vocab_shards(self._forward_local_logits(trimmed), k, temperature,
+                top = chunked_topk_over_vocab_shards(self._forward_local_logits(planned), k, temperature,
                                                      self.cfg.logprob_chunk_size, tp_group)
             valid = trimmed.attention_mask.bool().unsqueeze(-1)
             chunk_values = torch.where(valid, top[0], 0.0)

@@ -147,6 +147,17 @@ def test_models_that_transform_logits_after_the_head_are_refused(model):
         assert model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits.shape[1] == SEQ_LEN
 
 
+def test_verify_head_false_skips_only_the_last_row_check(model):
+    """The worker checks a model once (the check waits for the device), then scores without it."""
+    input_ids, attention_mask = _batch(model.config.vocab_size)
+    score = lambda hidden, head: head_topk(hidden, head, 2, 3)  # noqa: E731
+    with torch.no_grad():
+        unchecked = score_with_chunked_head(_ScaledLogits(model), input_ids, attention_mask, score, verify_head=False)
+        checked = score_with_chunked_head(model, input_ids, attention_mask, score)
+    # the scores come from the head itself, so they are the plain model's, not the doubled logits
+    torch.testing.assert_close(unchecked[0], checked[0], rtol=0, atol=0)
+
+
 def test_head_scoring_rejects_bad_temperature(model):
     hidden = torch.zeros(1, 2, model.config.hidden_size)
     with pytest.raises(ValueError, match="temperature"):
