@@ -72,6 +72,7 @@ ALLOWED_RESUME_CHANGES: tuple[str, ...] = (
     "*.logprob_shared_prefix_min_tokens",
     "policy.train_head_chunk_rows",
     "*.dtensor_cfg.activation_checkpointing",
+    "*.dtensor_cfg.fsdp_units",  # where FSDP2 gathers and reduces, not what it computes
     "policy.generation.refit_bucket_mb",
     # How the same update is computed: the AdamW kernel, compiled layers and fused norms (rounding only).
     "*.optimizer.implementation",

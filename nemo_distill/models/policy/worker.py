@@ -282,7 +282,6 @@ class PolicyWorker(DeviceMemoryMixin, WeightExportMixin):
         # caught up, and a launch-bound step needs the host ahead.
         loss_sum, metric_sums = torch.zeros((), dtype=torch.float64, device=self.device), {}
         for planned in plan_micro_batches(batch, self.cfg.train_micro_batch_size, self.device):
-            micro = planned.batch
             loss, metrics = self._micro_batch_loss(planned, loss_fn, counts)
             # A micro-batch without targets still runs forward/backward (its loss is 0): skipping it
             # would leave this rank out of FSDP's all-gathers / reduce-scatters and hang the others.
