@@ -100,7 +100,10 @@ def profile_phase(name: str, run, device: torch.device, out: Path, row_limit: in
     row = {"phase": name, "seconds": seconds, "peak_added_gib": peak_added, "peak_total_gib": peak_total,
            "ops_file": f"{name}_ops.txt", "ops_table": table}
     if device.type == "cuda":
-        row["device_kernel_s"] = sum(event.self_device_time_total for event in averages) / 1e6
+        # kernels and copies are events of their own (device type CUDA); the host ops that launched them
+        # carry the same time again, so only the former are summed (as the table's "Self CUDA time total")
+        row["device_kernel_s"] = sum(event.self_device_time_total for event in averages
+                                     if event.device_type == torch.autograd.DeviceType.CUDA) / 1e6
     if sync_report and device.type == "cuda":
         row["host_waits"] = host_waits(run)
         sync()

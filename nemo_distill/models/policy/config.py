@@ -26,11 +26,12 @@ class DTensorConfig:
     activation_checkpointing: bool = False  # recompute each decoder layer in backward (less memory, ~30% slower)
     cpu_offload: bool = False  # FSDP2 CPUOffloadPolicy: sharded parameters, gradients and optimizer live on the CPU
     # FSDP2 units: "layers" = one per decoder layer plus the root (gathers one layer at a time, reduces each
-    # layer's gradients as its backward ends); "model" = the whole model as one unit (one weight cast per
-    # forward and per backward instead of one per layer, but the whole bf16 copy and every layer's gradients
-    # exist at once: +2.9 GiB for 0.6B). "auto": on an FSDP2 mesh of one rank (nothing to shard; a
-    # launch-bound step pays per hook) "model" for a trainable model without activation checkpointing and
-    # no FSDP2 at all for a frozen one (loaded in the compute dtype: nothing to cast either); else "layers".
+    # layer's gradients as its backward ends); "model" = the whole model as one unit (one gather and cast of
+    # the weights per micro-batch instead of two per layer, but the whole bf16 copy and every layer's
+    # gradients exist at once: +2.9 GiB for 0.6B; scoring calls drop the copy when they end). "auto": on an
+    # FSDP2 mesh of one rank (nothing to shard; a launch-bound step pays per hook) "model" for a trainable
+    # model and no FSDP2 at all for a frozen one (loaded in the compute dtype: nothing to cast either);
+    # "layers" on more ranks, with cpu_offload, and for a trainable model with activation checkpointing.
     fsdp_units: Literal["auto", "layers", "model"] = "auto"
 
     def __post_init__(self) -> None:

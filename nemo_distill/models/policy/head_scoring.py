@@ -48,7 +48,7 @@ class ChunkedHeadUnsupported(RuntimeError):
 def score_with_chunked_head(
     model: torch.nn.Module,
     input_ids: torch.Tensor,
-    attention_mask: torch.Tensor,
+    attention_mask: torch.Tensor | None,
     score: Callable[[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]], Result],
     *,
     first_row: int = 0,
@@ -90,7 +90,7 @@ WindowLoss = Callable[[torch.Tensor, slice], tuple[torch.Tensor, dict[str, float
 def train_loss_with_chunked_head(
     model: torch.nn.Module,
     input_ids: torch.Tensor,
-    attention_mask: torch.Tensor,
+    attention_mask: torch.Tensor | None,
     window_rows: int,
     window_loss: WindowLoss,
     *,
@@ -102,7 +102,7 @@ def train_loss_with_chunked_head(
     with autograd: call ``.backward()`` on the returned loss.
 
     Args:
-        input_ids / attention_mask: ``[B, T]`` the micro-batch.
+        input_ids / attention_mask: ``[B, T]`` the micro-batch (the mask may be None: causal attention only).
         window_rows: prediction rows per head call (>= 1); windows cover rows ``first_row .. T-1``.
         window_loss: ``(logits [B, rows, V] raw, rows: slice) -> (scalar loss share, additive float metrics)``.
         first_row: rows before it get no window (the prompt's, :meth:`TokenBatch.first_target_row`):
@@ -167,6 +167,7 @@ def score_with_shared_prefix(
     score: ColumnScorer,
     *,
     first_row: int = 0,
+    verify_head: bool = True,
 ) -> Result:
     """``score(hidden, head, input_ids)`` over a batch whose rows all start with the same ``prefix_len`` real
     tokens (:func:`shared_prefix_length`; e.g. a teacher's context before every prompt), as
@@ -185,7 +186,8 @@ def score_with_shared_prefix(
     predict targets all come after the shared prefix, as a teacher's context comes before the prompt),
     the prefix is not scored and neither are the tail's columns before ``first_row``; those come back
     as zeros. A smaller ``first_row`` scores every column.
-    Raises :class:`ChunkedHeadUnsupported` when the model returns no plain per-layer KV cache.
+    Raises :class:`ChunkedHeadUnsupported` when the model returns no plain per-layer KV cache, or as
+    :func:`score_with_chunked_head` does (``verify_head`` as there).
     """
     batch_size, seq_len = input_ids.shape
     if not 0 < prefix_len < seq_len:
@@ -201,7 +203,7 @@ def score_with_shared_prefix(
         return hidden[:, -1:], (None if skip_columns is not None else score(hidden, head, prefix_ids))
 
     (last_prefix_row, prefix_result), prefix_output = _forward_with_head_hook(
-        model, prefix_ids, attention_mask[:1, :prefix_len], score_prefix, use_cache=True)
+        model, prefix_ids, attention_mask[:1, :prefix_len], score_prefix, verify_head=verify_head, use_cache=True)
     cache = _serve_prefix_to_every_row(getattr(prefix_output, cache_keyword, None), batch_size, type(model).__name__)
     positions = torch.arange(prefix_len, seq_len, device=input_ids.device).expand(batch_size, -1)
 
@@ -212,7 +214,8 @@ def score_with_shared_prefix(
         return score(tail_hidden, head, tail_ids)
 
     tail_result, _ = _forward_with_head_hook(model, input_ids[:, prefix_len:], attention_mask, score_tail,
-                                             **{cache_keyword: cache}, position_ids=positions, use_cache=True)
+                                             verify_head=verify_head, **{cache_keyword: cache}, position_ids=positions,
+                                             use_cache=True)
     if skip_columns is not None:
         return _zero_columns_in_front(tail_result, first_row)
     return _join_columns(prefix_result, tail_result, batch_size)

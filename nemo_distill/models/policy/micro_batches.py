@@ -10,16 +10,17 @@ the time. :func:`plan_micro_batches` answers them all on the host copy of the ba
 arrives there) before any work is queued.
 
 A right-padded micro-batch needs no attention mask: causal attention already keeps every real token
-from the padding after it, and the padding rows' own outputs are masked by every loss and scorer
+from the padding after it, and the outputs at padding positions are masked by every loss and scorer
 (``TokenBatch``'s conventions). The model then gets ``attention_mask=None``, which also spares
 transformers the mask check that waits for the device (``PlannedMicroBatch.model_attention_mask``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
+import torch.distributed as dist
 
 from nemo_distill.data.batch import TokenBatch
 from nemo_distill.models.policy.head_scoring import shared_prefix_length
@@ -30,7 +31,8 @@ class PlannedMicroBatch:
     """A micro-batch on the device, trimmed of all-padding columns, and the facts about it worked out on the host.
 
     ``first_target_row``: :meth:`TokenBatch.first_target_row`. ``shared_prefix_len``: the leading real
-    tokens every row shares when at least the planner's ``shared_prefix_min_tokens``, else 0.
+    tokens every row shares when at least the planner's ``shared_prefix_min_tokens`` (and the micro-batch
+    is right-padded), else 0.
     ``right_padded``: every row is real tokens followed only by padding.
     """
 
@@ -66,11 +68,26 @@ def plan_micro_batches(batch: TokenBatch, micro_batch_size: int, device: torch.d
     plans = []
     for micro in host.micro_batches(micro_batch_size):
         micro = micro.trim_padding()
-        prefix_len = shared_prefix_length(micro.input_ids, micro.attention_mask) if shared_prefix_min_tokens > 0 else 0
+        right_padded = is_right_padded(micro.attention_mask)
+        # the shared-prefix forward reads one row's mask for the prefix: only right padding keeps it real everywhere
+        measure = shared_prefix_min_tokens > 0 and right_padded
+        prefix_len = shared_prefix_length(micro.input_ids, micro.attention_mask) if measure else 0
         plans.append(PlannedMicroBatch(
             batch=micro.to(device),
             first_target_row=micro.first_target_row(),
             shared_prefix_len=prefix_len if prefix_len >= shared_prefix_min_tokens else 0,
-            right_padded=is_right_padded(micro.attention_mask),
+            right_padded=right_padded,
         ))
     return plans
+
+
+def share_prefixes_on_every_rank(plans: list[PlannedMicroBatch], device: torch.device | str,
+                                 group=None) -> list[PlannedMicroBatch]:
+    """``plans`` with ``shared_prefix_len`` kept only for the micro-batches where every rank of ``group`` has
+    one: FSDP2 ranks gather each layer in every forward, so they must all take the shared-prefix path
+    (two forwards) or none. One all-reduce over all plans, before any of them runs."""
+    if not plans:
+        return plans
+    shares = torch.tensor([int(plan.shared_prefix_len > 0) for plan in plans], device=device)
+    dist.all_reduce(shares, op=dist.ReduceOp.MIN, group=group)
+    return [plan if share else replace(plan, shared_prefix_len=0) for plan, share in zip(plans, shares.tolist())]

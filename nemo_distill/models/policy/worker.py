@@ -7,7 +7,8 @@ is a collective, so all ranks of the group call it together (``PolicyWorkerGroup
 
 Set-up order matters: load the HF model -> LoRA (peft wraps plain modules) -> activation
 checkpointing -> tensor parallel (needs plain ``nn.Linear``) -> FSDP2 (wraps the TP DTensors into
-2-D ones) -> optimizer over the sharded parameters.
+2-D ones; none for a frozen model on one FSDP2 rank, ``dtensor_cfg.fsdp_units``) -> optimizer over the
+sharded parameters.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from nemo_distill.models.policy.interfaces import LossFunction, RankInfo, StepCo
 from nemo_distill.models.policy.logprobs import head_token_logprobs, head_topk, token_logprobs
 from nemo_distill.models.policy.lora import apply_lora, lora_scale
 from nemo_distill.models.policy.lr_schedule import lr_multiplier
-from nemo_distill.models.policy.micro_batches import PlannedMicroBatch, plan_micro_batches
+from nemo_distill.models.policy.micro_batches import PlannedMicroBatch, plan_micro_batches, share_prefixes_on_every_rank
 from nemo_distill.models.policy.parallel import (apply_fsdp2, apply_tensor_parallel, build_mesh, resolve_fsdp_units,
                                                  sum_head_local_grads)
 from nemo_distill.models.policy.vocab_parallel import chunked_topk_over_vocab_shards, gather_vocab_shards
@@ -123,6 +124,9 @@ class PolicyWorker(DeviceMemoryMixin, WeightExportMixin):
         fsdp_units = resolve_fsdp_units(dtensor.fsdp_units, trainable=trainable, fsdp_ranks=fsdp_ranks,
                                         cpu_offload=dtensor.cpu_offload,
                                         activation_checkpointing=dtensor.activation_checkpointing)
+        # FSDP2 never reshards its root unit after a forward, and only backward does: with the whole model
+        # as that unit, scoring would leave a full compute-dtype copy on the device until the next step.
+        self.reshard_after_scoring = dtensor.enabled and fsdp_units == "model"
         if dtensor.enabled and fsdp_units != "none":
             mixed = trainable and self.compute_dtype == torch.bfloat16
             apply_fsdp2(model, self.layout.fsdp_mesh, mixed_precision=mixed, cpu_offload=dtensor.cpu_offload, units=fsdp_units)
@@ -195,18 +199,16 @@ class PolicyWorker(DeviceMemoryMixin, WeightExportMixin):
         if not self.chunked_head:
             return None
         batch = planned.batch
-        # A prefix of at least logprob_shared_prefix_min_tokens that every row shares runs once. FSDP2
-        # ranks all-gather each layer in every forward, so they all take the two-forward path or none does.
+        # A prefix of at least logprob_shared_prefix_min_tokens that every row shares runs once (the ranks'
+        # plans agreed on it: _scoring_micro_batches).
         prefix_len = planned.shared_prefix_len if self.share_prefix else 0
-        if self.cfg.logprob_shared_prefix_min_tokens and self.cfg.dtensor_cfg.enabled and dist.get_world_size() > 1:
-            every_rank = torch.tensor([int(prefix_len > 0)], device=self.device)
-            dist.all_reduce(every_rank, op=dist.ReduceOp.MIN)
-            prefix_len = prefix_len if every_rank.item() else 0
         first_row = planned.first_target_row if targets_only else 0
         if prefix_len:
             try:
-                return score_with_shared_prefix(self.model, batch.input_ids, batch.attention_mask, prefix_len, score,
-                                                first_row=first_row)
+                result = score_with_shared_prefix(self.model, batch.input_ids, batch.attention_mask, prefix_len, score,
+                                                  first_row=first_row, verify_head=not self.head_verified)
+                self.head_verified = True
+                return result
             except ChunkedHeadUnsupported as error:
                 log.warning("scoring without a shared prefix from now on: %s", error)
                 self.share_prefix = False
@@ -357,9 +359,22 @@ class PolicyWorker(DeviceMemoryMixin, WeightExportMixin):
 
     # ------------------------------------------------------------------ scoring
     def _scoring_micro_batches(self, batch: TokenBatch) -> list[PlannedMicroBatch]:
-        """``logprob_batch_size`` micro-batches planned on the host, shared prefixes measured when they may be used."""
+        """``logprob_batch_size`` micro-batches planned on the host, shared prefixes measured when they may be used.
+
+        FSDP2 ranks all-gather each layer in every forward, so for each micro-batch they all take the
+        two-forward shared-prefix path or none does: one vote over every plan, before the loop.
+        """
         min_tokens = self.cfg.logprob_shared_prefix_min_tokens if self.chunked_head and self.share_prefix else 0
-        return plan_micro_batches(batch, self.cfg.logprob_batch_size, self.device, shared_prefix_min_tokens=min_tokens)
+        plans = plan_micro_batches(batch, self.cfg.logprob_batch_size, self.device, shared_prefix_min_tokens=min_tokens)
+        if min_tokens and self.cfg.dtensor_cfg.enabled and dist.get_world_size() > 1:
+            plans = share_prefixes_on_every_rank(plans, self.device)
+        return plans
+
+    def _end_scoring(self) -> None:
+        """Back to training mode; a one-unit FSDP2 model drops the compute-dtype copy its forwards gathered."""
+        if self.reshard_after_scoring:
+            self.model.reshard()
+        self.model.train(self.trainable)
 
     @torch.no_grad()
     def get_logprobs(self, batch: TokenBatch, temperature: float = 1.0, *, targets_only: bool = False) -> torch.Tensor:
@@ -381,7 +396,7 @@ class PolicyWorker(DeviceMemoryMixin, WeightExportMixin):
             logprobs = torch.where(trimmed.attention_mask.bool(), scores.float(), 0.0)
             logprobs[:, 0] = 0.0
             result.put(logprobs)
-        self.model.train(self.trainable)
+        self._end_scoring()
         return result.result()
 
     @torch.no_grad()
@@ -415,7 +430,7 @@ class PolicyWorker(DeviceMemoryMixin, WeightExportMixin):
             chunk_indices = torch.where(valid, top[1], 0)
             values.put(chunk_values)
             indices.put(chunk_indices)
-        self.model.train(self.trainable)
+        self._end_scoring()
         return TopkLogits(values=values.result(), indices=indices.result())
 
     # ------------------------------------------------------------------ checkpoints and weights

@@ -29,3 +29,21 @@ def test_first_target_row_ignores_sample_mask():
     batch = _batch([[0, 0, 1, 1], [0, 0, 0, 1]])
     batch.sample_mask[0] = 0.0  # a dropped sample still counts: the rule reads loss_mask alone
     assert batch.first_target_row() == 1
+
+
+def _masked(mask: list[list[int]]) -> TokenBatch:
+    attention_mask = torch.tensor(mask)
+    input_ids = torch.arange(1, attention_mask.numel() + 1).reshape(attention_mask.shape) * attention_mask
+    return TokenBatch(input_ids=input_ids, attention_mask=attention_mask, loss_mask=attention_mask.clone(),
+                      sample_mask=torch.ones(attention_mask.shape[0]), extras={"per_token": input_ids.float()})
+
+
+def test_trim_padding_keeps_every_column_up_to_the_last_real_token():
+    trimmed = _masked([[1, 1, 0, 0, 0], [1, 1, 1, 0, 0]]).trim_padding()
+    assert trimmed.seq_len == 3 and trimmed.extras["per_token"].shape == (2, 3)
+    # a masked column inside a row does not shorten it: the real token after it stays
+    assert _masked([[1, 0, 1, 1, 0]]).trim_padding().seq_len == 4
+    assert _masked([[0, 0, 1, 1, 0], [0, 1, 1, 0, 0]]).trim_padding().seq_len == 4
+    full = _masked([[1, 1], [1, 0]])
+    assert full.trim_padding() is full
+    assert _masked([[0, 0, 0]]).trim_padding().seq_len == 1  # nothing real: one column stays

@@ -85,3 +85,39 @@ def test_a_frozen_model_on_one_rank_skips_fsdp_and_scores_alike(tiny_model_dir):
     torch.testing.assert_close(plain["values"], layers["values"], rtol=1e-5, atol=1e-5)
     assert torch.equal(plain["indices"], layers["indices"])
     torch.testing.assert_close(plain["logprobs"], layers["logprobs"], rtol=1e-5, atol=1e-5)
+
+
+def verify_flags_and_sharding(rank: int, model_dir: str) -> dict:
+    """What a one-unit student does around scoring: the head self-check's flag per forward, and whether its
+    parameters are the sharded DTensors again after each scoring call (the gathered copy dropped)."""
+    from torch.distributed.tensor import DTensor
+
+    from nemo_distill.models.policy import head_scoring
+    from nemo_distill.models.policy.worker import PolicyWorker
+    from policy_spawn import MaskedNLLLoss
+
+    flags = []
+    forward_with_head_hook = head_scoring._forward_with_head_hook
+
+    def recording(*args, verify_head=True, **kwargs):
+        flags.append(verify_head)
+        return forward_with_head_hook(*args, verify_head=verify_head, **kwargs)
+
+    head_scoring._forward_with_head_hook = recording
+    worker = PolicyWorker(make_config(model_dir, precision="float32"))  # 2 micro-batches of logprob_batch_size 3
+    batch = make_batch(batch_size=4, seq_len=12)
+    sharded = []
+    for score in (lambda: worker.get_logprobs(batch), lambda: worker.get_topk_logits(batch, 3)):
+        score()
+        sharded.append(all(isinstance(param, DTensor) for param in worker.model.parameters()))
+    loss = worker.train(batch, MaskedNLLLoss()).loss
+    worker.shutdown()
+    return {"flags": flags, "sharded_after_scoring": sharded, "verified": worker.head_verified, "loss": loss}
+
+
+@pytest.mark.slow
+def test_the_head_check_runs_once_and_one_unit_drops_its_copy_after_scoring(tiny_model_dir):
+    result = run_ranks(verify_flags_and_sharding, 1, tiny_model_dir)[0]
+    assert result["flags"] == [True, False, False, False] and result["verified"]  # 2 scoring calls x 2 micro-batches
+    assert result["sharded_after_scoring"] == [True, True]
+    assert torch.isfinite(torch.tensor(result["loss"]))

@@ -56,6 +56,19 @@ def test_shared_prefix_below_the_minimum_or_unasked_is_zero():
     assert [plan.shared_prefix_len for plan in plan_micro_batches(batch, 2, "cpu")] == [0, 0, 0]
 
 
+def test_no_shared_prefix_unless_right_padded():
+    """The shared-prefix forward reads one row's mask for the prefix: a masked column inside another row's
+    prefix would be attended to, so such a micro-batch is scored the plain way."""
+    input_ids = torch.tensor([[5, 6, 7, 8, 9, 1], [5, 6, 7, 8, 9, 2]])
+    attention_mask = torch.ones_like(input_ids)
+    batch = TokenBatch(input_ids=input_ids, attention_mask=attention_mask, loss_mask=attention_mask.clone(),
+                       sample_mask=torch.ones(2))
+    assert plan_micro_batches(batch, 2, "cpu", shared_prefix_min_tokens=3)[0].shared_prefix_len == 5
+    attention_mask[1, 2] = 0
+    (plan,) = plan_micro_batches(batch, 2, "cpu", shared_prefix_min_tokens=3)
+    assert not plan.right_padded and plan.shared_prefix_len == 0
+
+
 @pytest.mark.parametrize("mask, expected", [
     ([[1, 1, 1], [1, 1, 1]], True),
     ([[1, 1, 0], [1, 0, 0]], True),
@@ -81,3 +94,23 @@ def test_a_right_padded_batch_gives_the_same_real_token_logits_without_a_mask(ti
         unmasked = model(input_ids=batch.input_ids, attention_mask=plan.model_attention_mask, use_cache=False).logits
     real = batch.attention_mask.bool()
     torch.testing.assert_close(unmasked[real], masked[real], rtol=1e-12, atol=1e-12)
+
+
+def _vote(rank: int, shared: list[int]) -> list[int]:
+    from dataclasses import replace
+
+    import torch.distributed as dist
+
+    from nemo_distill.models.policy.micro_batches import share_prefixes_on_every_rank
+
+    dist.init_process_group("gloo")
+    plans = plan_micro_batches(make_batch(batch_size=4, seq_len=12), 2, "cpu")
+    plans = [replace(plan, shared_prefix_len=length) for plan, length in zip(plans, shared[rank])]
+    return [plan.shared_prefix_len for plan in share_prefixes_on_every_rank(plans, "cpu")]
+
+
+def test_a_shared_prefix_is_kept_only_where_every_rank_has_one():
+    from policy_spawn import run_ranks
+
+    # micro-batch 0: both ranks have a prefix (each keeps its own length); micro-batch 1: only rank 0 does
+    assert run_ranks(_vote, 2, [[5, 7], [4, 0]]) == [[5, 0], [4, 0]]
