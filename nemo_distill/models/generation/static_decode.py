@@ -177,4 +177,21 @@ class StaticCacheSampler:
                 token, logprob, finished = (t.clone() for t in self._decode(*inputs, finished, eos, **choose))
             else:
                 token, logprob, finished = sample_next_token(self._decode(*inputs), finished, eos, **choose)
-        return torch.stack(tokens, dim=1), torch.stack(logprobs, dim=1)
+        tokens, logprobs = torch.stack(tokens, dim=1), torch.stack(logprobs, dim=1)
+        _check_finite(logprobs)
+        return tokens, logprobs
+
+
+def _check_finite(logprobs: torch.Tensor) -> None:
+    """Raise when a sampled token's log-prob ``[B, G]`` is NaN or infinite: the model's logits were (a diverged
+    or corrupted policy). ``generate``'s multinomial refuses such logits too; the loop's argmax would
+    return a token for them, so the check runs once per call, after the loop (one wait, not one per token)."""
+    bad = ~torch.isfinite(logprobs)
+    if bool(bad.any()):
+        rows = bad.any(dim=1).nonzero().flatten().tolist()
+        first = int(bad[rows[0]].nonzero()[0])
+        raise FloatingPointError(
+            f"generation produced non-finite log-probs in rows {rows[:8]}{' ...' if len(rows) > 8 else ''} (row "
+            f"{rows[0]} from new token {first} on): the model's logits are NaN or infinite; check the policy's "
+            "weights (a diverged or corrupted checkpoint)"
+        )

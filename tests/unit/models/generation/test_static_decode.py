@@ -106,6 +106,18 @@ def test_bad_arguments(model64):
     assert not StaticCacheSampler(model64, compile_decode=False, fuse_sampling=True).fused  # nothing to fuse into
 
 
+def test_non_finite_logits_raise_a_clear_error(tiny_model_dir):
+    """``generate``'s multinomial refuses NaN logits; the loop's argmax would not, so the sampler checks."""
+    model = load_causal_lm(tiny_model_dir, dtype=torch.float32, device=torch.device("cpu")).eval()
+    tokens, logprobs = sample(model, PROMPTS, max_new_tokens=3)  # healthy first
+    assert torch.isfinite(logprobs).all()
+    with torch.no_grad():
+        model.get_output_embeddings().weight[7] = float("nan")  # every row's logits get a NaN: log-softmax is NaN
+    for greedy in (True, False):
+        with pytest.raises(FloatingPointError, match=r"non-finite log-probs in rows \[0, 1, 2\] \(row 0 from new token 0"):
+            sample(model, PROMPTS, max_new_tokens=3, greedy=greedy)
+
+
 # -- the sampling step: distribution, EOS, and fused into the compiled decode step ------------------
 
 
