@@ -106,7 +106,7 @@ class TokenBatch:
         """Drop trailing columns that are padding in every row (saves compute on short batches). Columns up to
         the last one where any row has a real token stay, whatever the padding before it."""
         real_columns = self.attention_mask.bool().any(dim=0).nonzero()
-        max_len = max(int(real_columns[-1]) + 1 if real_columns.numel() else 1, 1)
+        max_len = int(real_columns[-1]) + 1 if real_columns.numel() else 1  # nothing real: one column stays
         if max_len == self.seq_len:
             return self
         per_token = {name for name, value in self.extras.items() if value.dim() >= 2 and value.shape[1] == self.seq_len}

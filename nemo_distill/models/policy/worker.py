@@ -205,21 +205,24 @@ class PolicyWorker(DeviceMemoryMixin, WeightExportMixin):
         first_row = planned.first_target_row if targets_only else 0
         if prefix_len:
             try:
-                result = score_with_shared_prefix(self.model, batch.input_ids, batch.attention_mask, prefix_len, score,
-                                                  first_row=first_row, verify_head=not self.head_verified)
-                self.head_verified = True
-                return result
+                return self._checking_head_once(score_with_shared_prefix, self.model, batch.input_ids, batch.attention_mask,
+                                                prefix_len, score, first_row=first_row)
             except ChunkedHeadUnsupported as error:
                 log.warning("scoring without a shared prefix from now on: %s", error)
                 self.share_prefix = False
         try:
-            result = score_with_chunked_head(
-                self.model, batch.input_ids, planned.model_attention_mask, first_row=first_row,
-                score=lambda hidden, head: score(hidden, head, batch.input_ids[:, first_row:]), verify_head=not self.head_verified)
+            return self._checking_head_once(
+                score_with_chunked_head, self.model, batch.input_ids, planned.model_attention_mask, first_row=first_row,
+                score=lambda hidden, head: score(hidden, head, batch.input_ids[:, first_row:]))
         except ChunkedHeadUnsupported as error:
             log.warning("scoring with full [B, T, V] logits from now on: %s", error)
             self.chunked_head = False
             return None
+
+    def _checking_head_once(self, head_scorer, *args, **kwargs):
+        """``head_scorer(*args, **kwargs)`` (a :mod:`.head_scoring` function) with its self-check on until the
+        model has passed it once: the check waits for the device, and the answer cannot change."""
+        result = head_scorer(*args, verify_head=not self.head_verified, **kwargs)
         self.head_verified = True
         return result
 
@@ -310,12 +313,9 @@ class PolicyWorker(DeviceMemoryMixin, WeightExportMixin):
         first_row = planned.first_target_row if self._loss_reads_row_windows(loss_fn) else 0
         if window_rows:
             try:
-                result = train_loss_with_chunked_head(
-                    self.model, micro.input_ids, planned.model_attention_mask, window_rows,
-                    lambda logits, rows: loss_fn(logits, micro, counts=counts, rows=rows), first_row=first_row,
-                    verify_head=not self.head_verified)
-                self.head_verified = True
-                return result
+                return self._checking_head_once(
+                    train_loss_with_chunked_head, self.model, micro.input_ids, planned.model_attention_mask, window_rows,
+                    lambda logits, rows: loss_fn(logits, micro, counts=counts, rows=rows), first_row=first_row)
             except ChunkedHeadUnsupported as error:
                 log.warning("training and scoring with full [B, T, V] logits from now on: %s", error)
                 self.chunked_head = False
