@@ -10,8 +10,10 @@ compute, bf16 teacher), and one batch of ``prompts`` rows of ``prompt_len + new_
 tokens whose last ``new_tokens`` are the loss targets (the shape of issue 16's benchmark: 64 x
 (128 + 256), micro-batch 16). Each phase runs once to warm up, then once timed, then once under
 ``torch.profiler``. Per phase the script prints and writes to ``<out>/profile_step.json``: seconds,
-tokens/s, the peak memory the phase added above what was allocated before it, and the profiler's
-top operators (``<out>/<phase>_ops.txt``). The roles live in one process here, so the added peak is
+tokens/s, the peak memory the phase added above what was allocated before it, the profiler's top
+operators by device time (``<out>/<phase>_ops.txt``) and by host time (``<out>/<phase>_cpu_ops.txt``),
+and on a GPU the summed kernel seconds (``device_kernel_s``; well under the seconds: the host sets the
+pace); ``--sync-report`` (GPU) also lists where each phase made the host wait for the device. The roles live in one process here, so the added peak is
 the phase's own increment; the total peak (``peak_total_gib``) is everything allocated in the process
 (for ``train``: the student's weights, gradients and AdamW states plus the teacher's bf16 weights).
 
@@ -245,8 +247,8 @@ def main(argv: list[str] | None = None) -> int:
         total = "-" if row["peak_total_gib"] is None else f"{row['peak_total_gib']:.2f}"
         mfu = f"{row['mfu']:.1%}" if "mfu" in row else ""
         step_ms = f"{row['decode_step_ms']:.2f}" if "decode_step_ms" in row else ""
-        busy = f"{row['device_kernel_s']:.3f}" if "device_kernel_s" in row else "-"
-        print(f"{row['phase']:14} {row['seconds']:8.3f} {busy:>8} {row['tokens_per_sec']:10.0f} {peak:>10} {total:>9} {mfu:>6} {step_ms:>15}")
+        kernel = f"{row['device_kernel_s']:.3f}" if "device_kernel_s" in row else "-"
+        print(f"{row['phase']:14} {row['seconds']:8.3f} {kernel:>8} {row['tokens_per_sec']:10.0f} {peak:>10} {total:>9} {mfu:>6} {step_ms:>15}")
     for row in rows:
         for count, where in row.get("host_waits", []):
             print(f"host wait x{count:<4} {row['phase']}: {where}")

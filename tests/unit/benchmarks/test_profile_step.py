@@ -40,6 +40,8 @@ def test_cpu_smoke_run(tmp_path, tokenizer_cli_args):
         tokens = row["generated_tokens"] if name == "generation" else 4 * 24
         assert row["seconds"] > 0 and row["tokens_per_sec"] == pytest.approx(tokens / row["seconds"])
         assert "Name" in (tmp_path / row["ops_file"]).read_text(), name
+        assert "Self CPU" in (tmp_path / f"{name}_cpu_ops.txt").read_text(), name  # the table by host time
+        assert "device_kernel_s" not in row and "host_waits" not in row  # GPU-only figures
     generation = phases["generation"]
     assert 4 <= generation["generated_tokens"] <= 4 * 8  # one response per prompt, at most new_tokens each
     assert generation["decode_step_ms"] >= 1000 * generation["seconds"] / 8
